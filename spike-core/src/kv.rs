@@ -1,0 +1,506 @@
+//! Secret operations on [`Nexus`]: authorise, compute the next state,
+//! commit durably, publish.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::audit::{Caller, Decision};
+use crate::error::Error;
+use crate::keyring::CONFIG_KEY;
+use crate::nexus::{Access, Nexus, StoredConfig, Unsealed};
+use crate::path::{SecretPath, parse_folder};
+use crate::policy::{ACL_PATH, Permission, SECRET_LIST_PATH};
+use crate::record::{self, Header, Kind};
+use crate::secrets::{self, KvConfig, Secret, SecretData, SettingsUpdate, Version, VersionRead};
+use crate::time::Timestamp;
+use crate::writer::Mutation;
+
+/// Options of a secret write.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Check-and-set: write only if the current version is this (0 = only
+    /// if the secret does not exist).
+    pub cas: Option<u64>,
+}
+
+/// What a versions operation (delete, undelete, destroy) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VersionsOp {
+    Delete,
+    Undelete,
+    Destroy,
+}
+
+impl Nexus {
+    /// Reads version `version` (0 = current) of the secret at `path`.
+    ///
+    /// Served from memory. A soft-deleted or destroyed version comes back
+    /// as [`VersionRead::Gone`]; a missing secret or version is
+    /// [`Error::NotFound`].
+    pub fn get_secret(
+        &self,
+        caller: &Caller,
+        path: &str,
+        version: u64,
+    ) -> Result<VersionRead, Error> {
+        let started = Instant::now();
+        let mut decision = Decision::Deny;
+        let result = self.with_unsealed(|u| {
+            let path = SecretPath::parse(path)?;
+            decision = self.authorize(u, caller, access(&path, Permission::Read))?;
+            let secret = u.secret(&path).ok_or(Error::NotFound)?;
+            secret
+                .read(version, Timestamp::now())
+                .ok_or(Error::NotFound)
+        });
+        self.audit(caller, "secret.get", Some(path), decision, started, result)
+    }
+
+    /// The metadata and every retained version of the secret at `path`.
+    ///
+    /// Needs `read`. The returned [`Secret`] carries no data accessor: its
+    /// versions' data stays behind [`Nexus::get_secret`].
+    pub fn secret_metadata(&self, caller: &Caller, path: &str) -> Result<Arc<Secret>, Error> {
+        let started = Instant::now();
+        let mut decision = Decision::Deny;
+        let result = self.with_unsealed(|u| {
+            let path = SecretPath::parse(path)?;
+            decision = self.authorize(u, caller, access(&path, Permission::Read))?;
+            u.secret(&path).ok_or(Error::NotFound)
+        });
+        self.audit(
+            caller,
+            "secret.metadata.get",
+            Some(path),
+            decision,
+            started,
+            result,
+        )
+    }
+
+    /// Writes `data` as a new version of the secret at `path` and returns
+    /// it. Returns only once the version is durable in the backing store.
+    pub async fn put_secret(
+        &self,
+        caller: &Caller,
+        path: &str,
+        data: SecretData,
+        options: WriteOptions,
+    ) -> Result<Version, Error> {
+        let started = Instant::now();
+        let mut decision = Decision::Deny;
+        let result = async {
+            let u = self.unsealed()?;
+            let path = SecretPath::parse(path)?;
+            decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
+            let _guard = u.lock(path.as_str()).await;
+            let existing = u.secret(&path);
+            let mount = u.kv_config().config;
+            let next = secrets::write(
+                existing.as_deref(),
+                data,
+                options.cas,
+                &mount,
+                Timestamp::now(),
+            )?;
+            let version = next.versions.last().cloned().ok_or(Error::NotFound)?;
+            commit_secret(&u, &path, existing.as_deref(), Some(next)).await?;
+            Ok(version)
+        }
+        .await;
+        self.audit(caller, "secret.put", Some(path), decision, started, result)
+    }
+
+    /// Soft-deletes versions (empty or `[0]` = the current one). Versions
+    /// that do not exist or are already gone are skipped.
+    pub async fn delete_secret(
+        &self,
+        caller: &Caller,
+        path: &str,
+        versions: &[u64],
+    ) -> Result<(), Error> {
+        self.versions_op(caller, "secret.delete", path, versions, VersionsOp::Delete)
+            .await
+    }
+
+    /// Undoes soft deletes (not destroys).
+    pub async fn undelete_secret(
+        &self,
+        caller: &Caller,
+        path: &str,
+        versions: &[u64],
+    ) -> Result<(), Error> {
+        self.versions_op(
+            caller,
+            "secret.undelete",
+            path,
+            versions,
+            VersionsOp::Undelete,
+        )
+        .await
+    }
+
+    /// Destroys versions' data for good: the record is rewritten without it.
+    pub async fn destroy_secret(
+        &self,
+        caller: &Caller,
+        path: &str,
+        versions: &[u64],
+    ) -> Result<(), Error> {
+        self.versions_op(
+            caller,
+            "secret.destroy",
+            path,
+            versions,
+            VersionsOp::Destroy,
+        )
+        .await
+    }
+
+    async fn versions_op(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+        path: &str,
+        versions: &[u64],
+        op: VersionsOp,
+    ) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut decision = Decision::Deny;
+        let result = async {
+            let u = self.unsealed()?;
+            let path = SecretPath::parse(path)?;
+            decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
+            let _guard = u.lock(path.as_str()).await;
+            let existing = u.secret(&path).ok_or(Error::NotFound)?;
+            let now = Timestamp::now();
+            let next = match op {
+                VersionsOp::Delete => secrets::delete(&existing, versions, now),
+                VersionsOp::Undelete => secrets::undelete(&existing, versions, now),
+                VersionsOp::Destroy => secrets::destroy(&existing, versions, now),
+            };
+            match next {
+                Some(next) => commit_secret(&u, &path, Some(&existing), Some(next)).await,
+                None => Ok(()),
+            }
+        }
+        .await;
+        self.audit(caller, action, Some(path), decision, started, result)
+    }
+
+    /// Updates a secret's settings (creating a metadata-only secret if
+    /// absent). Lowering `max_versions` prunes old versions at once.
+    pub async fn update_secret_metadata(
+        &self,
+        caller: &Caller,
+        path: &str,
+        update: SettingsUpdate,
+    ) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut decision = Decision::Deny;
+        let result = async {
+            let u = self.unsealed()?;
+            let path = SecretPath::parse(path)?;
+            decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
+            update.validate()?;
+            let _guard = u.lock(path.as_str()).await;
+            let existing = u.secret(&path);
+            let mount = u.kv_config().config;
+            let next =
+                secrets::update_settings(existing.as_deref(), &update, &mount, Timestamp::now());
+            commit_secret(&u, &path, existing.as_deref(), Some(next)).await
+        }
+        .await;
+        self.audit(
+            caller,
+            "secret.metadata.update",
+            Some(path),
+            decision,
+            started,
+            result,
+        )
+    }
+
+    /// Deletes the secret at `path` with every version and its metadata.
+    pub async fn delete_secret_metadata(&self, caller: &Caller, path: &str) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut decision = Decision::Deny;
+        let result = async {
+            let u = self.unsealed()?;
+            let path = SecretPath::parse(path)?;
+            decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
+            let _guard = u.lock(path.as_str()).await;
+            let existing = u.secret(&path).ok_or(Error::NotFound)?;
+            commit_secret(&u, &path, Some(&existing), None).await
+        }
+        .await;
+        self.audit(
+            caller,
+            "secret.metadata.delete",
+            Some(path),
+            decision,
+            started,
+            result,
+        )
+    }
+
+    /// The immediate children of `folder` (`""` = the root), folders with a
+    /// trailing `/`, sorted, keeping only entries the caller may `list`
+    /// (a caller with `list` on `spike/system/secret` sees all). An empty
+    /// result is [`Error::NotFound`], as in Vault.
+    pub fn list_secrets(&self, caller: &Caller, folder: &str) -> Result<Vec<String>, Error> {
+        let started = Instant::now();
+        let mut decision = Decision::Deny;
+        let result = self.with_unsealed(|u| {
+            let prefix = parse_folder(folder)?;
+            let see_all = self.authorize(
+                u,
+                caller,
+                Access {
+                    path: SECRET_LIST_PATH,
+                    permission: Permission::List,
+                },
+            );
+            let secrets = u.secrets.read().unwrap_or_else(|p| p.into_inner());
+            let mut out: Vec<String> = Vec::new();
+            let mut cursor = prefix.clone();
+            loop {
+                let Some((path, _)) = secrets
+                    .range::<str, _>((
+                        std::ops::Bound::Included(cursor.as_str()),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .next()
+                else {
+                    break;
+                };
+                let Some(rest) = path.as_str().strip_prefix(prefix.as_str()) else {
+                    break;
+                };
+                let (child, next_cursor) = match rest.find('/') {
+                    // A folder: skip everything under it ('0' sorts right after '/').
+                    Some(i) => (&rest[..=i], format!("{prefix}{}0", &rest[..i])),
+                    None => (rest, format!("{}\u{0}", path.as_str())),
+                };
+                let child_path = format!("{prefix}{}", child.trim_end_matches('/'));
+                if see_all.is_ok()
+                    || self.allowed(
+                        u,
+                        caller,
+                        Access {
+                            path: &child_path,
+                            permission: Permission::List,
+                        },
+                    )
+                {
+                    out.push(child.to_owned());
+                }
+                cursor = next_cursor;
+            }
+            match (&see_all, out.is_empty()) {
+                (_, false) => {
+                    decision = see_all.as_ref().ok().cloned().unwrap_or(Decision::Allow {
+                        by: "policy:per-path".to_owned(),
+                    });
+                    Ok(out)
+                }
+                (Ok(d), true) => {
+                    decision = d.clone();
+                    Err(Error::NotFound)
+                }
+                (Err(_), true) => Err(Error::NotFound),
+            }
+        });
+        self.audit(
+            caller,
+            "secret.list",
+            Some(folder),
+            decision,
+            started,
+            result,
+        )
+    }
+
+    /// Every secret path the caller may `list`, sorted (the SPIKE API's
+    /// flat list).
+    pub fn list_all_secrets(&self, caller: &Caller) -> Result<Vec<String>, Error> {
+        let started = Instant::now();
+        let mut decision = Decision::Deny;
+        let result = self.with_unsealed(|u| {
+            let see_all = self.authorize(
+                u,
+                caller,
+                Access {
+                    path: SECRET_LIST_PATH,
+                    permission: Permission::List,
+                },
+            );
+            let secrets = u.secrets.read().unwrap_or_else(|p| p.into_inner());
+            let out: Vec<String> = match &see_all {
+                Ok(d) => {
+                    decision = d.clone();
+                    secrets.keys().map(|p| p.as_str().to_owned()).collect()
+                }
+                Err(_) => secrets
+                    .keys()
+                    .filter(|p| self.allowed(u, caller, access(p, Permission::List)))
+                    .map(|p| p.as_str().to_owned())
+                    .collect(),
+            };
+            if see_all.is_err() && !out.is_empty() {
+                decision = Decision::Allow {
+                    by: "policy:per-path".to_owned(),
+                };
+            }
+            Ok(out)
+        });
+        self.audit(caller, "secret.list", None, decision, started, result)
+    }
+
+    /// The KV mount configuration.
+    pub fn kv_config(&self) -> Result<KvConfig, Error> {
+        self.with_unsealed(|u| Ok(u.kv_config().config))
+    }
+
+    /// Replaces the KV mount configuration. Needs `super` on
+    /// `spike/system/acl` (or the superuser role).
+    pub async fn set_kv_config(&self, caller: &Caller, config: KvConfig) -> Result<(), Error> {
+        let started = Instant::now();
+        let mut decision = Decision::Deny;
+        let result = async {
+            let u = self.unsealed()?;
+            decision = self.authorize(
+                &u,
+                caller,
+                Access {
+                    path: ACL_PATH,
+                    permission: Permission::Super,
+                },
+            )?;
+            let _guard = u.lock(CONFIG_LOCK).await;
+            let m = config_mutation(&u, config)?;
+            u.writer.commit(m).await
+        }
+        .await;
+        self.audit(caller, "kv.config.put", None, decision, started, result)
+    }
+}
+
+/// The lock name serialising config writers.
+pub(crate) const CONFIG_LOCK: &str = "\u{0}config";
+
+fn access(path: &SecretPath, permission: Permission) -> Access<'_> {
+    Access {
+        path: path.as_str(),
+        permission,
+    }
+}
+
+/// The mutation replacing the config record with `config`, sealed under
+/// the current epoch.
+pub(crate) fn config_mutation(u: &Arc<Unsealed>, config: KvConfig) -> Result<Mutation, Error> {
+    let existing = u.kv_config();
+    let keys = u.keys();
+    let current = Arc::clone(&keys.current);
+    let mut m = Mutation::new();
+    if existing.stored {
+        let old_keys = keys.for_epoch(existing.epoch).ok_or(Error::Tampered {
+            what: "config record sealed under an unknown epoch".to_owned(),
+        })?;
+        let old = Header {
+            kind: Kind::Config,
+            epoch: existing.epoch,
+            revision: existing.revision,
+        };
+        m.retire(old_keys, CONFIG_KEY, &old, false);
+    }
+    drop(keys);
+    let header = Header {
+        kind: Kind::Config,
+        epoch: current.epoch,
+        revision: secrets::next_revision(existing.revision, Timestamp::now()),
+    };
+    m.put(
+        &current,
+        CONFIG_KEY.to_vec(),
+        header,
+        &record::encode_config(&config),
+    )?;
+    let stored = StoredConfig {
+        config,
+        revision: header.revision,
+        epoch: current.epoch,
+        stored: true,
+    };
+    let target = Arc::clone(u);
+    Ok(m.on_commit(move || {
+        *target.config.write().unwrap_or_else(|p| p.into_inner()) = stored;
+    }))
+}
+
+/// Commits the change of the secret at `path` from `existing` to `next`
+/// (`None` = delete), then publishes it. The caller holds the path lock.
+pub(crate) async fn commit_secret(
+    u: &Arc<Unsealed>,
+    path: &SecretPath,
+    existing: Option<&Secret>,
+    next: Option<Secret>,
+) -> Result<(), Error> {
+    let m = secret_mutation(u, path, existing, next)?;
+    u.writer.commit(m).await
+}
+
+/// The mutation from `existing` to `next` (`None` = delete), sealing
+/// `next` under the current epoch, publishing it on commit.
+pub(crate) fn secret_mutation(
+    u: &Arc<Unsealed>,
+    path: &SecretPath,
+    existing: Option<&Secret>,
+    next: Option<Secret>,
+) -> Result<Mutation, Error> {
+    let keys = u.keys();
+    let current = Arc::clone(&keys.current);
+    let mut m = Mutation::new();
+    let new_key = current.secret_key(path.as_str());
+    if let Some(old) = existing {
+        let old_keys = keys.for_epoch(old.epoch).ok_or(Error::Tampered {
+            what: "secret sealed under an unknown epoch".to_owned(),
+        })?;
+        let old_key = old_keys.secret_key(path.as_str());
+        let header = Header {
+            kind: Kind::Secret,
+            epoch: old.epoch,
+            revision: old.revision,
+        };
+        let overwritten = old_key == new_key && next.is_some();
+        m.retire(old_keys, &old_key, &header, !overwritten);
+    }
+    drop(keys);
+    let next = match next {
+        Some(mut next) => {
+            next.epoch = current.epoch;
+            let header = Header {
+                kind: Kind::Secret,
+                epoch: current.epoch,
+                revision: next.revision,
+            };
+            m.put(
+                &current,
+                new_key,
+                header,
+                &record::encode_secret(path.as_str(), &next),
+            )?;
+            Some(Arc::new(next))
+        }
+        None => None,
+    };
+    let target = Arc::clone(u);
+    let path = path.clone();
+    Ok(m.on_commit(move || {
+        let mut map = target.secrets.write().unwrap_or_else(|p| p.into_inner());
+        match next {
+            Some(next) => map.insert(path, next),
+            None => map.remove(&path),
+        };
+    }))
+}

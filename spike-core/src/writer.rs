@@ -1,0 +1,336 @@
+//! Group commit: one task turns concurrent writes into few durable commits.
+//!
+//! Writers hand in a [`Mutation`] (records to put and delete, their effect
+//! on the manifest digest, and a closure that publishes the new state in
+//! memory) and wait. The task drains whatever has queued, appends the next
+//! manifest, commits it all in one atomic, fsync'd batch (retrying
+//! retryable store errors with exponential backoff up to a deadline), then
+//! publishes every mutation in commit order and acknowledges. A write is
+//! therefore acknowledged only once durable, and memory never shows a write
+//! the store does not hold.
+//!
+//! When a commit fails its outcome is unknown (the store may have applied
+//! it before failing). The task then refuses new writes until it has read
+//! the stored manifest back: if the failed batch landed, its mutations are
+//! published after all; if not, they are dropped. Writes prepared against
+//! the old state are never committed on top of an unknown one.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spike_storage::{BackingStore, StorageError, WriteBatch};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+use crate::keyring::{EpochKeys, MANIFEST_KEY, xor_into};
+use crate::record::{self, Header, Manifest};
+
+/// Most mutations in one commit.
+const MAX_GROUP: usize = 1024;
+/// Most bytes in one commit (a single larger mutation still commits alone).
+const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// Publishes a committed mutation in memory.
+pub(crate) type Publish = Box<dyn FnOnce() + Send>;
+
+/// One atomic change to the store: records to put and delete, their effect
+/// on the manifest, and how to publish the change in memory.
+pub(crate) struct Mutation {
+    batch: WriteBatch,
+    /// XOR of the digest shares of the records removed and added.
+    digest_delta: [u8; 16],
+    /// Records added minus records removed.
+    count_delta: i64,
+    publish: Option<Publish>,
+}
+
+impl Mutation {
+    pub(crate) fn new() -> Self {
+        Self {
+            batch: WriteBatch::new(),
+            digest_delta: [0; 16],
+            count_delta: 0,
+            publish: None,
+        }
+    }
+
+    /// Takes the record `header` at `storage_key` out of the manifest
+    /// (`delete` also removes it from the store; a record overwritten in
+    /// place needs no delete).
+    pub(crate) fn retire(
+        &mut self,
+        keys: &EpochKeys,
+        storage_key: &[u8],
+        header: &Header,
+        delete: bool,
+    ) {
+        xor_into(
+            &mut self.digest_delta,
+            &keys.digest_share(storage_key, header),
+        );
+        self.count_delta -= 1;
+        if delete {
+            self.batch.delete(storage_key.to_vec());
+        }
+    }
+
+    /// Seals `plaintext` as the record `header` at `storage_key`.
+    pub(crate) fn put(
+        &mut self,
+        keys: &EpochKeys,
+        storage_key: Vec<u8>,
+        header: Header,
+        plaintext: &[u8],
+    ) -> Result<(), Error> {
+        let sealed = record::seal(&keys.cipher, header, &storage_key, plaintext)?;
+        xor_into(
+            &mut self.digest_delta,
+            &keys.digest_share(&storage_key, &header),
+        );
+        self.count_delta += 1;
+        self.batch.put(storage_key, sealed);
+        Ok(())
+    }
+
+    /// Puts a system record that the manifest does not cover.
+    pub(crate) fn put_system(&mut self, storage_key: &[u8], value: Vec<u8>) {
+        self.batch.put(storage_key.to_vec(), value);
+    }
+
+    /// Deletes a system record that the manifest does not cover.
+    pub(crate) fn delete_system(&mut self, storage_key: &[u8]) {
+        self.batch.delete(storage_key.to_vec());
+    }
+
+    /// What to run in memory once the mutation is durable.
+    pub(crate) fn on_commit(mut self, publish: impl FnOnce() + Send + 'static) -> Self {
+        self.publish = Some(Box::new(publish));
+        self
+    }
+
+    /// Folds `other` into this mutation (one atomic commit).
+    pub(crate) fn absorb(&mut self, other: Mutation) {
+        self.batch.extend(other.batch);
+        xor_into(&mut self.digest_delta, &other.digest_delta);
+        self.count_delta += other.count_delta;
+        if let Some(p) = other.publish {
+            let mine = self.publish.take();
+            self.publish = Some(Box::new(move || {
+                if let Some(m) = mine {
+                    m();
+                }
+                p();
+            }));
+        }
+    }
+}
+
+/// Seals and opens the manifest under the current keys.
+pub(crate) trait ManifestCodec: Send + Sync {
+    fn seal(&self, manifest: &Manifest) -> Result<Vec<u8>, Error>;
+    fn open(&self, record: &[u8]) -> Result<Manifest, Error>;
+}
+
+struct Request {
+    mutation: Mutation,
+    done: oneshot::Sender<Result<(), Error>>,
+}
+
+/// Handle to the group-commit task. Dropping every handle stops the task.
+#[derive(Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Request>,
+}
+
+impl Writer {
+    pub(crate) fn spawn(
+        store: Arc<dyn BackingStore>,
+        codec: Arc<dyn ManifestCodec>,
+        manifest: Manifest,
+        deadline: Duration,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+        let task = Task {
+            store,
+            codec,
+            manifest,
+            deadline,
+            unknown: None,
+        };
+        tokio::spawn(task.run(rx));
+        Self { tx }
+    }
+
+    /// Commits `mutation` durably, publishes it, then returns.
+    pub(crate) async fn commit(&self, mutation: Mutation) -> Result<(), Error> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Request { mutation, done })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        wait.await.map_err(|_| Error::ShuttingDown)?
+    }
+}
+
+/// A commit whose outcome is unknown.
+struct Unknown {
+    attempted: Manifest,
+    publishes: Vec<Publish>,
+}
+
+struct Task {
+    store: Arc<dyn BackingStore>,
+    codec: Arc<dyn ManifestCodec>,
+    manifest: Manifest,
+    deadline: Duration,
+    unknown: Option<Unknown>,
+}
+
+fn unavailable(store: &dyn BackingStore, reason: impl Into<String>) -> Error {
+    Error::Storage(StorageError::Unavailable {
+        store: store.describe(),
+        reason: reason.into(),
+    })
+}
+
+/// Commits `batch`, retrying retryable errors with exponential backoff
+/// until `deadline` has passed.
+async fn commit_with_retry(
+    store: &dyn BackingStore,
+    batch: WriteBatch,
+    deadline: Duration,
+) -> Result<(), StorageError> {
+    let started = Instant::now();
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match store.commit(batch.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_retryable() && started.elapsed() + backoff < deadline => {
+                tracing::debug!(error = %e, ?backoff, "commit failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Task {
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        while let Some(first) = rx.recv().await {
+            let mut bytes = first.mutation.batch.encoded_len();
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        bytes += r.mutation.batch.encoded_len();
+                        group.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if self.unknown.is_some() {
+                if let Err(e) = self.reconcile().await {
+                    for r in group {
+                        let _ = r.done.send(Err(unavailable(
+                            &*self.store,
+                            format!("an earlier write's outcome is still unknown: {e}"),
+                        )));
+                    }
+                    continue;
+                }
+            }
+            self.commit_group(group).await;
+        }
+    }
+
+    async fn commit_group(&mut self, group: Vec<Request>) {
+        let mut next = self.manifest;
+        next.seq += 1;
+        let mut batch = WriteBatch::new();
+        let mut waiters = Vec::with_capacity(group.len());
+        let mut publishes = Vec::with_capacity(group.len());
+        for r in group {
+            let m = r.mutation;
+            xor_into(&mut next.digest, &m.digest_delta);
+            next.count = next.count.wrapping_add_signed(m.count_delta);
+            batch.extend(m.batch);
+            if let Some(p) = m.publish {
+                publishes.push(p);
+            }
+            waiters.push(r.done);
+        }
+        let sealed = match self.codec.seal(&next) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = e.to_string();
+                for w in waiters {
+                    let _ = w.send(Err(unavailable(&*self.store, msg.clone())));
+                }
+                return;
+            }
+        };
+        batch.put(MANIFEST_KEY, sealed);
+        match commit_with_retry(&*self.store, batch, self.deadline).await {
+            Ok(()) => {
+                self.manifest = next;
+                for publish in publishes {
+                    publish();
+                }
+                for w in waiters {
+                    let _ = w.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "commit failed; its outcome is unknown until the store answers");
+                let msg = e.to_string();
+                self.unknown = Some(Unknown {
+                    attempted: next,
+                    publishes,
+                });
+                let mut first = Some(e);
+                for w in waiters {
+                    let err = match first.take() {
+                        Some(e) => Error::Storage(e),
+                        None => unavailable(&*self.store, msg.clone()),
+                    };
+                    let _ = w.send(Err(err));
+                }
+            }
+        }
+    }
+
+    /// Settles an unknown outcome by reading the stored manifest back.
+    async fn reconcile(&mut self) -> Result<(), Error> {
+        let Some(attempted) = self.unknown.as_ref().map(|u| u.attempted) else {
+            return Ok(());
+        };
+        let stored = match self.store.get(MANIFEST_KEY).await? {
+            Some(bytes) => self.codec.open(&bytes)?,
+            None => Manifest::default(),
+        };
+        if stored == self.manifest {
+            tracing::info!("the failed commit did not land; continuing");
+            self.unknown = None;
+            Ok(())
+        } else if stored == attempted {
+            tracing::info!("the failed commit landed after all; publishing it");
+            if let Some(unknown) = self.unknown.take() {
+                self.manifest = unknown.attempted;
+                for publish in unknown.publishes {
+                    publish();
+                }
+            }
+            Ok(())
+        } else {
+            Err(Error::Tampered {
+                what: format!(
+                    "stored manifest is at commit {}, expected {} or {}",
+                    stored.seq, self.manifest.seq, attempted.seq
+                ),
+            })
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! RedbStore: persistence, crash safety, locking, file mode.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use spike_storage::{BackingStore, RedbStore, StorageError, WriteBatch};
+
+#[tokio::test]
+async fn data_persists_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spike.redb");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.path(), path);
+        let mut batch = WriteBatch::new();
+        batch.put(*b"a", *b"1").put(*b"b", *b"2").put(*b"c", *b"3");
+        store.commit(batch).await.unwrap();
+        let mut batch = WriteBatch::new();
+        batch.delete(*b"b");
+        store.commit(batch).await.unwrap();
+    }
+    let store = RedbStore::open(&path).unwrap();
+    let all = store.scan(b"", None, 10).await.unwrap();
+    let keys: Vec<&[u8]> = all.iter().map(|e| e.key.as_slice()).collect();
+    assert_eq!(keys, [b"a", b"c"]);
+    assert_eq!(store.get(b"c").await.unwrap(), Some(b"3".to_vec()));
+}
+
+#[test]
+fn second_open_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spike.redb");
+    let _first = RedbStore::open(&path).unwrap();
+    let err = RedbStore::open(&path).unwrap_err();
+    assert!(matches!(err, StorageError::Locked { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    let msg = err.to_string();
+    assert!(
+        msg.contains("another spike process has DATA_FILE open"),
+        "{msg}"
+    );
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+}
+
+#[test]
+fn missing_parent_directory_is_an_io_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = RedbStore::open(dir.path().join("no/such/dir/spike.redb")).unwrap_err();
+    assert!(matches!(err, StorageError::Io { .. }), "{err:?}");
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spike.redb");
+    std::fs::write(&path, vec![0x5A; 8192]).unwrap();
+    let err = RedbStore::open(&path).unwrap_err();
+    assert!(!err.is_retryable(), "{err:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn new_file_has_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spike.redb");
+    let _store = RedbStore::open(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+}
+
+#[tokio::test]
+async fn concurrent_commits_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(dir.path().join("spike.redb")).unwrap());
+    let tasks: Vec<_> = (0..8u8)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for i in 0..10u8 {
+                    let mut batch = WriteBatch::new();
+                    batch.put([t, i], [t ^ i]);
+                    store.commit(batch).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let all = store.scan(b"", None, 1000).await.unwrap();
+    assert_eq!(all.len(), 80);
+}
+
+#[test]
+fn works_outside_a_tokio_runtime() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    // Without a runtime the calls run inline: ready on the first poll.
+    fn now<T>(fut: impl Future<Output = T>) -> T {
+        let mut fut = std::pin::pin!(fut);
+        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("not ready on first poll"),
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(dir.path().join("spike.redb")).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put(*b"k", *b"v");
+    now(store.commit(batch)).unwrap();
+    assert_eq!(now(store.get(b"k")).unwrap(), Some(b"v".to_vec()));
+    assert_eq!(now(store.scan(b"", None, 5)).unwrap().len(), 1);
+}
+
+// ---- crash test: a writer child process killed with SIGKILL ----
+
+/// Set in the child: the database path; selects the writer mode.
+const WRITER_PATH: &str = "SPIKE_STORAGE_CRASH_WRITER_PATH";
+/// Set in the child: the first batch number to write.
+const WRITER_START: &str = "SPIKE_STORAGE_CRASH_WRITER_START";
+const KEYS_PER_BATCH: u64 = 4;
+
+fn crash_key(batch: u64, j: u64) -> Vec<u8> {
+    let mut key = vec![0x01];
+    key.extend_from_slice(&batch.to_be_bytes());
+    key.extend_from_slice(&j.to_be_bytes());
+    key
+}
+
+fn crash_value(batch: u64, j: u64) -> Vec<u8> {
+    // A few KiB, so that a commit spans several pages.
+    let len = 500 + (batch * 37 + j * 101) as usize % 3000;
+    (0..len)
+        .map(|i| (i as u64 ^ batch ^ (j << 4)) as u8)
+        .collect()
+}
+
+/// The writer: a no-op in a normal test run. In the child it commits
+/// numbered batches forever, printing `ack N` once batch N is committed.
+#[tokio::test]
+async fn crash_writer_child() {
+    let Some(path) = std::env::var_os(WRITER_PATH) else {
+        return;
+    };
+    let start: u64 = std::env::var(WRITER_START).unwrap().parse().unwrap();
+    let store = RedbStore::open(&path).unwrap();
+    let mut out = std::io::stdout().lock();
+    let deadline = Instant::now() + Duration::from_secs(20); // if the parent dies
+    for n in start.. {
+        let mut batch = WriteBatch::new();
+        for j in 0..KEYS_PER_BATCH {
+            batch.put(crash_key(n, j), crash_value(n, j));
+        }
+        store.commit(batch).await.unwrap();
+        writeln!(out, "ack {n}").unwrap();
+        out.flush().unwrap();
+        assert!(Instant::now() < deadline, "crash writer was never killed");
+    }
+}
+
+/// The batch number of an `ack N` line (libtest may print its own text
+/// before the first one, on the same line).
+fn ack(line: &str) -> Option<u64> {
+    let at = line.find("ack ")?;
+    Some(line[at + 4..].trim().parse().unwrap())
+}
+
+/// Run the writer in a child, kill it with SIGKILL after `kill_after` acks
+/// (so mid-commit, most likely), and return every batch number it acked.
+fn run_writer_and_kill(path: &Path, start: u64, kill_after: usize) -> Vec<u64> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "redb::crash_writer_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(WRITER_PATH, path)
+        .env(WRITER_START, start.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut acked = Vec::new();
+    let mut killed = false;
+    for line in lines.by_ref() {
+        if let Some(n) = ack(&line.unwrap()) {
+            acked.push(n);
+            if acked.len() == kill_after {
+                child.kill().unwrap(); // SIGKILL on unix
+                killed = true;
+                break;
+            }
+        }
+    }
+    // Acks already in the pipe were acknowledged before the kill: they count.
+    for line in lines {
+        if let Some(n) = ack(&line.unwrap()) {
+            acked.push(n);
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(killed, "writer exited before {kill_after} acks: {status}");
+    acked
+}
+
+#[test]
+fn committed_data_survives_sigkill_of_the_writer() {
+    if std::env::var_os(WRITER_PATH).is_some() {
+        return; // in a child
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spike.redb");
+    let mut acked_all: Vec<u64> = Vec::new();
+    let mut next = 0;
+    for kill_after in [40, 150, 7, 90] {
+        let acked = run_writer_and_kill(&path, next, kill_after);
+        assert_eq!(acked.first(), Some(&next));
+        next = acked.last().unwrap() + 1;
+        acked_all.extend(acked);
+
+        // Reopen (recovering if the kill hit a commit) and check.
+        let store = RedbStore::open(&path).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let all = runtime
+            .block_on(store.scan(&[0x01], None, usize::MAX))
+            .unwrap();
+        // Every batch in the file is whole (atomic across the kill) and intact.
+        let mut batches = Vec::new();
+        for chunk in all.chunks(KEYS_PER_BATCH as usize) {
+            let n = u64::from_be_bytes(chunk[0].key[1..9].try_into().unwrap());
+            for (j, entry) in chunk.iter().enumerate() {
+                assert_eq!(entry.key, crash_key(n, j as u64), "batch {n} is torn");
+                assert_eq!(
+                    entry.value,
+                    crash_value(n, j as u64),
+                    "batch {n} is damaged"
+                );
+            }
+            batches.push(n);
+        }
+        // Every acknowledged batch is there, plus at most the one batch
+        // committed after the last acknowledgement was printed.
+        let want: Vec<u64> = (0..next).collect();
+        assert_eq!(acked_all, want, "acks are not consecutive");
+        assert!(
+            batches == want || batches == (0..=next).collect::<Vec<_>>(),
+            "after the kill: batches 0..{} in the file, acknowledged 0..{next}",
+            batches.len()
+        );
+    }
+}
