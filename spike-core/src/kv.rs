@@ -8,7 +8,7 @@ use crate::audit::{Caller, Decision};
 use crate::error::Error;
 use crate::keyring::CONFIG_KEY;
 use crate::nexus::{Access, Nexus, StoredConfig, Unsealed};
-use crate::path::{SecretPath, parse_folder};
+use crate::path::{SecretPath, normalize, parse_folder};
 use crate::policy::{ACL_PATH, Permission, SECRET_LIST_PATH};
 use crate::record::{self, Header, Kind};
 use crate::secrets::{self, KvConfig, Secret, SecretData, SettingsUpdate, Version, VersionRead};
@@ -46,9 +46,14 @@ impl Nexus {
         let started = Instant::now();
         let mut decision = Decision::Deny;
         let result = self.with_unsealed(|u| {
-            let path = SecretPath::parse(path)?;
-            decision = self.authorize(u, caller, access(&path, Permission::Read))?;
-            let secret = u.secret(&path).ok_or(Error::NotFound)?;
+            let path = normalize(path)?;
+            let wanted = Access {
+                path,
+                permission: Permission::Read,
+            };
+            decision = self.authorize(u, caller, wanted)?;
+            let secrets = u.secrets.read().unwrap_or_else(|p| p.into_inner());
+            let secret = secrets.get(path).ok_or(Error::NotFound)?;
             secret
                 .read(version, Timestamp::now())
                 .ok_or(Error::NotFound)

@@ -210,6 +210,12 @@ impl Nexus {
     /// Refused with [`Error::AlreadyInitialized`] if the store holds a root
     /// key already.
     pub async fn init(&self) -> Result<Vec<Share>, Error> {
+        let started = Instant::now();
+        let result = self.init_inner().await;
+        self.audit_process("lifecycle.init", started, result)
+    }
+
+    async fn init_inner(&self) -> Result<Vec<Share>, Error> {
         let _lifecycle = self.inner.lifecycle.lock().await;
         if !matches!(&*self.state(), State::Uninitialized)
             || InitRecord::read(&*self.inner.store).await?.is_some()
@@ -255,14 +261,19 @@ impl Nexus {
     /// Unseals with at least `threshold` shares (e.g. pulled from Keepers).
     /// Wrong, stale or too few shares give [`Error::WrongKey`].
     pub async fn unseal(&self, shares: &[Share]) -> Result<(), Error> {
-        let _lifecycle = self.inner.lifecycle.lock().await;
-        match &*self.state() {
-            State::Unsealed(_) => return Err(Error::AlreadyUnsealed),
-            State::Uninitialized => return Err(Error::NotInitialized),
-            State::Sealed(_) => {}
+        let started = Instant::now();
+        let result = async {
+            let _lifecycle = self.inner.lifecycle.lock().await;
+            match &*self.state() {
+                State::Unsealed(_) => return Err(Error::AlreadyUnsealed),
+                State::Uninitialized => return Err(Error::NotInitialized),
+                State::Sealed(_) => {}
+            }
+            let root = combine(shares).map_err(|_| Error::WrongKey)?;
+            self.unseal_with_key(root).await
         }
-        let root = combine(shares).map_err(|_| Error::WrongKey)?;
-        self.unseal_with_key(root).await
+        .await;
+        self.audit_process("lifecycle.unseal", started, result)
     }
 
     /// Restores one share (operator restore role). When `threshold` distinct
@@ -438,16 +449,47 @@ impl Nexus {
         self.set_state(State::Unsealed(state));
     }
 
-    /// Drops every key and all plaintext from memory (zeroised). The store
-    /// must be unsealed again to serve.
+    /// Drops every key and all plaintext from memory (zeroised) after
+    /// pending writes have committed. The store must be unsealed again to
+    /// serve.
     pub async fn seal(&self) -> Result<(), Error> {
+        let started = Instant::now();
+        let result = async {
+            let _lifecycle = self.inner.lifecycle.lock().await;
+            let init = InitRecord::read(&*self.inner.store).await?;
+            self.stop(match init {
+                Some(init) => State::Sealed(Sealed::new(init)),
+                None => State::Uninitialized,
+            })
+            .await;
+            Ok(())
+        }
+        .await;
+        self.audit_process("lifecycle.seal", started, result)
+    }
+
+    /// Seals, waits for pending writes, and lets go of this handle. Once
+    /// every clone is closed or dropped the backing store is released (a
+    /// redb file can then be opened again).
+    pub async fn close(self) {
         let _lifecycle = self.inner.lifecycle.lock().await;
-        let init = InitRecord::read(&*self.inner.store).await?;
-        self.set_state(match init {
-            Some(init) => State::Sealed(Sealed::new(init)),
-            None => State::Uninitialized,
-        });
-        Ok(())
+        self.stop(State::Uninitialized).await;
+    }
+
+    /// Replaces the state and waits for the old writer task to finish.
+    async fn stop(&self, next: State) {
+        let old = std::mem::replace(
+            &mut *self.inner.state.write().unwrap_or_else(|p| p.into_inner()),
+            next,
+        );
+        if let State::Unsealed(u) = old {
+            let task = u.writer.take_task();
+            drop(u);
+            if let Some(task) = task {
+                // Ends once in-flight writers (holding handles) finish.
+                let _ = task.await;
+            }
+        }
     }
 }
 

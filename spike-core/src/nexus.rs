@@ -260,6 +260,13 @@ impl Unsealed {
     }
 }
 
+/// Who made a call, as the audit record names it.
+struct Who<'a> {
+    caller: &'a str,
+    remote_addr: Option<String>,
+    api: &'static str,
+}
+
 /// An access the caller asks for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Access<'a> {
@@ -385,6 +392,45 @@ impl Nexus {
         started: Instant,
         result: Result<T, Error>,
     ) -> Result<T, Error> {
+        if self.inner.audit.is_none() {
+            return result;
+        }
+        let who = Who {
+            caller: caller.id.as_str(),
+            remote_addr: caller.remote_addr.map(|a| a.to_string()),
+            api: caller.api,
+        };
+        self.record(who, action, path, decision, started, result)
+    }
+
+    /// Audits a lifecycle call made by the embedding process itself (init,
+    /// unseal, seal): no caller identity applies.
+    pub(crate) fn audit_process<T>(
+        &self,
+        action: &'static str,
+        started: Instant,
+        result: Result<T, Error>,
+    ) -> Result<T, Error> {
+        if self.inner.audit.is_none() {
+            return result;
+        }
+        let who = Who {
+            caller: "process",
+            remote_addr: None,
+            api: "embedded",
+        };
+        self.record(who, action, None, Decision::NotApplicable, started, result)
+    }
+
+    fn record<T>(
+        &self,
+        who: Who<'_>,
+        action: &'static str,
+        path: Option<&str>,
+        decision: Decision,
+        started: Instant,
+        result: Result<T, Error>,
+    ) -> Result<T, Error> {
         let Some(sink) = &self.inner.audit else {
             return result;
         };
@@ -403,9 +449,9 @@ impl Nexus {
         let event = AuditEvent {
             time: Timestamp::now().to_rfc3339(),
             trail_id: self.inner.trail_ids.next(),
-            caller: caller.id.to_string(),
-            remote_addr: caller.remote_addr.map(|a| a.to_string()),
-            api: caller.api,
+            caller: who.caller.to_owned(),
+            remote_addr: who.remote_addr,
+            api: who.api,
             action,
             path,
             decision,

@@ -20,6 +20,19 @@ pub struct SecretPath(Arc<str>);
 impl SecretPath {
     /// Validates and normalises `raw`.
     pub fn parse(raw: &str) -> Result<Self, InputError> {
+        normalize(raw).map(|p| Self(Arc::from(p)))
+    }
+
+    /// The normalised path.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Validates `raw` and returns it normalised, without allocating (reads
+/// look secrets up by the returned slice).
+pub(crate) fn normalize(raw: &str) -> Result<&str, InputError> {
+    {
         let bad = |reason: &'static str| InputError::Path { reason };
         if raw.len() > MAX_PATH_LEN {
             return Err(bad("longer than 500 bytes"));
@@ -41,12 +54,7 @@ impl SecretPath {
                 return Err(bad("may hold only A-Z, a-z, 0-9, '.', '_', '-', '/'"));
             }
         }
-        Ok(Self(Arc::from(path)))
-    }
-
-    /// The normalised path.
-    pub fn as_str(&self) -> &str {
-        &self.0
+        Ok(path)
     }
 }
 

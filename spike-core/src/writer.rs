@@ -138,10 +138,11 @@ struct Request {
     done: oneshot::Sender<Result<(), Error>>,
 }
 
-/// Handle to the group-commit task. Dropping every handle stops the task.
-#[derive(Clone)]
+/// Handle to the group-commit task. Dropping every handle stops the task
+/// once it has drained its queue.
 pub(crate) struct Writer {
     tx: mpsc::Sender<Request>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Writer {
@@ -159,8 +160,16 @@ impl Writer {
             deadline,
             unknown: None,
         };
-        tokio::spawn(task.run(rx));
-        Self { tx }
+        let task = tokio::spawn(task.run(rx));
+        Self {
+            tx,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// The task, to await its end after every handle is dropped.
+    pub(crate) fn take_task(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.task.lock().ok().and_then(|mut t| t.take())
     }
 
     /// Commits `mutation` durably, publishes it, then returns.
