@@ -41,6 +41,7 @@ impl Nexus {
             decision = self.authorize(&u, caller, acl(Permission::Write))?;
             spec.compile()?;
             let _guard = u.lock(&policy_lock(&spec.name)).await;
+            let generation = u.writer.generation();
             let set = u.policy_set();
             let existing = set.get(&spec.name).map(|p| p.policy.clone());
             let now = Timestamp::now();
@@ -54,14 +55,13 @@ impl Nexus {
                 epoch: 0,
                 spec,
             };
-            commit_policy(
-                &u,
-                &policy.spec.name.clone(),
-                existing.as_ref(),
-                Some(policy.clone()),
-            )
-            .await?;
-            Ok(policy)
+            let name = policy.spec.name.clone();
+            commit_policy(&u, generation, &name, existing.as_ref(), Some(policy)).await?;
+            // What was stored, with its epoch and revision.
+            u.policy_set()
+                .get(&name)
+                .map(|p| p.policy.clone())
+                .ok_or(Error::NotFound)
         }
         .await;
         self.audit(caller, "policy.put", Some(&name), decision, started, result)
@@ -120,12 +120,13 @@ impl Nexus {
             let u = self.unsealed()?;
             decision = self.authorize(&u, caller, acl(Permission::Write))?;
             let _guard = u.lock(&policy_lock(name)).await;
+            let generation = u.writer.generation();
             let existing = u
                 .policy_set()
                 .get(name)
                 .map(|p| p.policy.clone())
                 .ok_or(Error::NotFound)?;
-            commit_policy(&u, name, Some(&existing), None).await
+            commit_policy(&u, generation, name, Some(&existing), None).await
         }
         .await;
         self.audit(
@@ -153,11 +154,12 @@ pub(crate) fn policy_lock(name: &str) -> String {
 /// = delete) and publishes a new policy set.
 pub(crate) async fn commit_policy(
     u: &Arc<Unsealed>,
+    generation: u64,
     name: &str,
     existing: Option<&Policy>,
     next: Option<Policy>,
 ) -> Result<(), Error> {
-    let m = policy_mutation(u, name, existing, next)?;
+    let m = policy_mutation(u, generation, name, existing, next)?;
     u.writer.commit(m).await
 }
 
@@ -165,13 +167,14 @@ pub(crate) async fn commit_policy(
 /// `next` under the current epoch, publishing a new policy set on commit.
 pub(crate) fn policy_mutation(
     u: &Arc<Unsealed>,
+    generation: u64,
     name: &str,
     existing: Option<&Policy>,
     next: Option<Policy>,
 ) -> Result<Mutation, Error> {
     let keys = u.keys();
     let current = Arc::clone(&keys.current);
-    let mut m = Mutation::new();
+    let mut m = Mutation::new(generation);
     let new_key = current.policy_key(name);
     if let Some(old) = existing {
         let old_keys = keys.for_epoch(old.epoch).ok_or(Error::Tampered {

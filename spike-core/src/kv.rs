@@ -99,6 +99,7 @@ impl Nexus {
             let path = SecretPath::parse(path)?;
             decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
             let _guard = u.lock(path.as_str()).await;
+            let generation = u.writer.generation();
             let existing = u.secret(&path);
             let mount = u.kv_config().config;
             let next = secrets::write(
@@ -109,7 +110,7 @@ impl Nexus {
                 Timestamp::now(),
             )?;
             let version = next.versions.last().cloned().ok_or(Error::NotFound)?;
-            commit_secret(&u, &path, existing.as_deref(), Some(next)).await?;
+            commit_secret(&u, generation, &path, existing.as_deref(), Some(next)).await?;
             Ok(version)
         }
         .await;
@@ -177,6 +178,7 @@ impl Nexus {
             let path = SecretPath::parse(path)?;
             decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
             let _guard = u.lock(path.as_str()).await;
+            let generation = u.writer.generation();
             let existing = u.secret(&path).ok_or(Error::NotFound)?;
             let now = Timestamp::now();
             let next = match op {
@@ -185,7 +187,9 @@ impl Nexus {
                 VersionsOp::Destroy => secrets::destroy(&existing, versions, now),
             };
             match next {
-                Some(next) => commit_secret(&u, &path, Some(&existing), Some(next)).await,
+                Some(next) => {
+                    commit_secret(&u, generation, &path, Some(&existing), Some(next)).await
+                }
                 None => Ok(()),
             }
         }
@@ -209,11 +213,12 @@ impl Nexus {
             decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
             update.validate()?;
             let _guard = u.lock(path.as_str()).await;
+            let generation = u.writer.generation();
             let existing = u.secret(&path);
             let mount = u.kv_config().config;
             let next =
                 secrets::update_settings(existing.as_deref(), &update, &mount, Timestamp::now());
-            commit_secret(&u, &path, existing.as_deref(), Some(next)).await
+            commit_secret(&u, generation, &path, existing.as_deref(), Some(next)).await
         }
         .await;
         self.audit(
@@ -235,8 +240,9 @@ impl Nexus {
             let path = SecretPath::parse(path)?;
             decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
             let _guard = u.lock(path.as_str()).await;
+            let generation = u.writer.generation();
             let existing = u.secret(&path).ok_or(Error::NotFound)?;
-            commit_secret(&u, &path, Some(&existing), None).await
+            commit_secret(&u, generation, &path, Some(&existing), None).await
         }
         .await;
         self.audit(
@@ -269,16 +275,13 @@ impl Nexus {
             let secrets = u.secrets.read().unwrap_or_else(|p| p.into_inner());
             let mut out: Vec<String> = Vec::new();
             let mut cursor = prefix.clone();
-            loop {
-                let Some((path, _)) = secrets
-                    .range::<str, _>((
-                        std::ops::Bound::Included(cursor.as_str()),
-                        std::ops::Bound::Unbounded,
-                    ))
-                    .next()
-                else {
-                    break;
-                };
+            while let Some((path, _)) = secrets
+                .range::<str, _>((
+                    std::ops::Bound::Included(cursor.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .next()
+            {
                 let Some(rest) = path.as_str().strip_prefix(prefix.as_str()) else {
                     break;
                 };
@@ -287,7 +290,9 @@ impl Nexus {
                     Some(i) => (&rest[..=i], format!("{prefix}{}0", &rest[..i])),
                     None => (rest, format!("{}\u{0}", path.as_str())),
                 };
-                let child_path = format!("{prefix}{}", child.trim_end_matches('/'));
+                // Folders are checked with their trailing '/': a policy on
+                // `db/.*` lets its holder see the folder `db/` in the root.
+                let child_path = format!("{prefix}{child}");
                 if see_all.is_ok()
                     || self.allowed(
                         u,
@@ -404,10 +409,11 @@ fn access(path: &SecretPath, permission: Permission) -> Access<'_> {
 /// The mutation replacing the config record with `config`, sealed under
 /// the current epoch.
 pub(crate) fn config_mutation(u: &Arc<Unsealed>, config: KvConfig) -> Result<Mutation, Error> {
+    let generation = u.writer.generation();
     let existing = u.kv_config();
     let keys = u.keys();
     let current = Arc::clone(&keys.current);
-    let mut m = Mutation::new();
+    let mut m = Mutation::new(generation);
     if existing.stored {
         let old_keys = keys.for_epoch(existing.epoch).ok_or(Error::Tampered {
             what: "config record sealed under an unknown epoch".to_owned(),
@@ -447,25 +453,28 @@ pub(crate) fn config_mutation(u: &Arc<Unsealed>, config: KvConfig) -> Result<Mut
 /// (`None` = delete), then publishes it. The caller holds the path lock.
 pub(crate) async fn commit_secret(
     u: &Arc<Unsealed>,
+    generation: u64,
     path: &SecretPath,
     existing: Option<&Secret>,
     next: Option<Secret>,
 ) -> Result<(), Error> {
-    let m = secret_mutation(u, path, existing, next)?;
+    let m = secret_mutation(u, generation, path, existing, next)?;
     u.writer.commit(m).await
 }
 
 /// The mutation from `existing` to `next` (`None` = delete), sealing
-/// `next` under the current epoch, publishing it on commit.
+/// `next` under the current epoch, publishing it on commit. `generation`
+/// was read before `existing` (see [`crate::writer::Writer::generation`]).
 pub(crate) fn secret_mutation(
     u: &Arc<Unsealed>,
+    generation: u64,
     path: &SecretPath,
     existing: Option<&Secret>,
     next: Option<Secret>,
 ) -> Result<Mutation, Error> {
     let keys = u.keys();
     let current = Arc::clone(&keys.current);
-    let mut m = Mutation::new();
+    let mut m = Mutation::new(generation);
     let new_key = current.secret_key(path.as_str());
     if let Some(old) = existing {
         let old_keys = keys.for_epoch(old.epoch).ok_or(Error::Tampered {

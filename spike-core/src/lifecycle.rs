@@ -103,6 +103,11 @@ impl InitRecord {
         if threshold == 0 || threshold > shares {
             return Err(bad);
         }
+        // Exactly one MAC per epoch it names: nothing may trail them.
+        let macs = if next.is_some() { 2 } else { 1 };
+        if bytes.len() != fields_len + 32 * macs {
+            return Err(bad);
+        }
         Ok((
             Self {
                 epoch,
@@ -116,8 +121,23 @@ impl InitRecord {
     }
 
     /// Reads the init record, if the store has been initialised.
+    ///
+    /// A store without one but with records (the init record was deleted)
+    /// is [`Error::Tampered`], not uninitialised: an `init` would orphan
+    /// every record in it.
     pub(crate) async fn read(store: &dyn BackingStore) -> Result<Option<Self>, Error> {
         let Some(bytes) = store.get(INIT_KEY).await? else {
+            let holds_records = store.get(MANIFEST_KEY).await?.is_some()
+                || store.get(CONFIG_KEY).await?.is_some()
+                || !store.scan(&[PREFIX_SECRET], None, 1).await?.is_empty()
+                || !store.scan(&[PREFIX_POLICY], None, 1).await?.is_empty();
+            if holds_records {
+                return Err(Error::Tampered {
+                    what: "the init record is missing but the store holds records; \
+                           restore the init record (or the whole store) from a backup"
+                        .to_owned(),
+                });
+            }
             return Ok(None);
         };
         let (init, _) = Self::decode(&bytes).map_err(|e| tampered("init record", e))?;

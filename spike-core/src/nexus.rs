@@ -400,7 +400,8 @@ impl Nexus {
             remote_addr: caller.remote_addr.map(|a| a.to_string()),
             api: caller.api,
         };
-        self.record(who, action, path, decision, started, result)
+        let fail_closed = self.inner.config.audit.fail_closed;
+        self.record(who, action, path, decision, started, result, fail_closed)
     }
 
     /// Audits a lifecycle call made by the embedding process itself (init,
@@ -419,9 +420,24 @@ impl Nexus {
             remote_addr: None,
             api: "embedded",
         };
-        self.record(who, action, None, Decision::NotApplicable, started, result)
+        // Never fail-closed here: refusing an init after it committed would
+        // lose the only copy of its shares, and an unseal that happened
+        // cannot be undone by an error. A sink failure is logged instead.
+        self.record(
+            who,
+            action,
+            None,
+            Decision::NotApplicable,
+            started,
+            result,
+            false,
+        )
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one private call site per kind of caller"
+    )]
     fn record<T>(
         &self,
         who: Who<'_>,
@@ -430,6 +446,7 @@ impl Nexus {
         decision: Decision,
         started: Instant,
         result: Result<T, Error>,
+        fail_closed: bool,
     ) -> Result<T, Error> {
         let Some(sink) = &self.inner.audit else {
             return result;
@@ -463,7 +480,7 @@ impl Nexus {
         };
         match sink.record(&event) {
             Ok(()) => result,
-            Err(e) if options.fail_closed => {
+            Err(e) if fail_closed => {
                 tracing::error!(error = %e, "audit sink failed; refusing the call (fail-closed)");
                 Err(Error::Audit(e.to_string()))
             }

@@ -333,10 +333,10 @@ impl PolicySet {
 
     /// The policies whose ID pattern matches `caller`.
     fn for_caller(&self, caller: &SpiffeId) -> Arc<[Arc<CompiledPolicy>]> {
-        if let Ok(cache) = self.by_caller.read() {
-            if let Some(hit) = cache.get(caller) {
-                return Arc::clone(hit);
-            }
+        if let Ok(cache) = self.by_caller.read()
+            && let Some(hit) = cache.get(caller)
+        {
+            return Arc::clone(hit);
         }
         let matching: Arc<[Arc<CompiledPolicy>]> = self
             .by_name

@@ -1,5 +1,5 @@
 //! The at-rest record format (documented byte by byte in
-//! `docs/format.md`, pinned by `tests/format.rs`).
+//! `docs/format.md`, pinned by `tests/durability/format.rs`).
 //!
 //! ```text
 //! record   = header(16) || nonce(12) || ciphertext || tag(16)

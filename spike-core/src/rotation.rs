@@ -173,7 +173,7 @@ fn sealed_rotation_record(
 /// Step 1: the new key, committed with both rotation records.
 async fn begin(u: &Arc<Unsealed>) -> Result<(), Error> {
     let new_root = RootKey::try_generate()?;
-    let mut m = Mutation::new();
+    let mut m = Mutation::new(u.writer.generation());
     let (old_epoch, init) = {
         let keys = u.keys();
         let old = &keys.current;
@@ -228,7 +228,14 @@ async fn reencrypt_all(u: &Arc<Unsealed>) -> Result<u64, Error> {
             .map(|(p, _)| p.clone())
             .collect()
     };
-    let total = stale_secrets(usize::MAX).len() as u64 + u.policy_set().len() as u64 + 1;
+    let stale = u
+        .secrets
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter(|s| s.epoch != epoch)
+        .count();
+    let total = stale as u64 + u.policy_set().len() as u64 + 1;
     u.rotation_total.store(total, Ordering::Relaxed);
     u.rotation_done.store(0, Ordering::Relaxed);
     let mut done = 0u64;
@@ -249,7 +256,8 @@ async fn reencrypt_all(u: &Arc<Unsealed>) -> Result<u64, Error> {
         for shard in shards {
             guards.push(u.lock_shard(shard).await);
         }
-        let mut m = Mutation::new();
+        let generation = u.writer.generation();
+        let mut m = Mutation::new(generation);
         let mut count = 0;
         for path in &batch {
             let Some(existing) = u.secret(path) else {
@@ -260,7 +268,13 @@ async fn reencrypt_all(u: &Arc<Unsealed>) -> Result<u64, Error> {
             }
             let mut next = (*existing).clone();
             next.revision = next_revision(existing.revision, Timestamp::now());
-            m.absorb(secret_mutation(u, path, Some(&existing), Some(next))?);
+            m.absorb(secret_mutation(
+                u,
+                generation,
+                path,
+                Some(&existing),
+                Some(next),
+            )?);
             count += 1;
         }
         u.writer.commit(m).await?;
@@ -277,6 +291,7 @@ async fn reencrypt_all(u: &Arc<Unsealed>) -> Result<u64, Error> {
         .collect();
     for name in policies {
         let _guard = u.lock(&policy_lock(&name)).await;
+        let generation = u.writer.generation();
         let Some(existing) = u.policy_set().get(&name).map(|p| p.policy.clone()) else {
             continue;
         };
@@ -286,7 +301,13 @@ async fn reencrypt_all(u: &Arc<Unsealed>) -> Result<u64, Error> {
         let mut next = existing.clone();
         next.revision = next_revision(existing.revision, Timestamp::now());
         u.writer
-            .commit(policy_mutation(u, &name, Some(&existing), Some(next))?)
+            .commit(policy_mutation(
+                u,
+                generation,
+                &name,
+                Some(&existing),
+                Some(next),
+            )?)
             .await?;
         done += 1;
         u.rotation_done.store(done, Ordering::Relaxed);
@@ -305,7 +326,7 @@ async fn reencrypt_all(u: &Arc<Unsealed>) -> Result<u64, Error> {
 
 /// Step 4: the new key alone; the old one is dropped (zeroised).
 async fn finish(u: &Arc<Unsealed>) -> Result<(), Error> {
-    let mut m = Mutation::new();
+    let mut m = Mutation::new(u.writer.generation());
     let init = {
         let keys = u.keys();
         let (epoch, check) = keys.init.next.ok_or(Error::Tampered {

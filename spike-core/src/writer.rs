@@ -16,6 +16,7 @@
 //! the old state are never committed on top of an unknown one.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use spike_storage::{BackingStore, StorageError, WriteBatch};
@@ -44,15 +45,20 @@ pub(crate) struct Mutation {
     /// Records added minus records removed.
     count_delta: i64,
     publish: Option<Publish>,
+    /// The writer's generation when the state this mutation builds on was
+    /// read (see [`Writer::generation`]).
+    generation: u64,
 }
 
 impl Mutation {
-    pub(crate) fn new() -> Self {
+    /// A mutation building on state read after `generation` was taken.
+    pub(crate) fn new(generation: u64) -> Self {
         Self {
             batch: WriteBatch::new(),
             digest_delta: [0; 16],
             count_delta: 0,
             publish: None,
+            generation,
         }
     }
 
@@ -112,6 +118,7 @@ impl Mutation {
 
     /// Folds `other` into this mutation (one atomic commit).
     pub(crate) fn absorb(&mut self, other: Mutation) {
+        self.generation = self.generation.min(other.generation);
         self.batch.extend(other.batch);
         xor_into(&mut self.digest_delta, &other.digest_delta);
         self.count_delta += other.count_delta;
@@ -143,6 +150,7 @@ struct Request {
 pub(crate) struct Writer {
     tx: mpsc::Sender<Request>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    generation: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -153,7 +161,9 @@ impl Writer {
         deadline: Duration,
     ) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
+        let generation = Arc::new(AtomicU64::new(0));
         let task = Task {
+            generation: Arc::clone(&generation),
             store,
             codec,
             manifest,
@@ -164,7 +174,17 @@ impl Writer {
         Self {
             tx,
             task: std::sync::Mutex::new(Some(task)),
+            generation,
         }
+    }
+
+    /// Read this *before* reading the in-memory state a mutation builds on,
+    /// and give it to [`Mutation::new`]. It moves on whenever a commit whose
+    /// outcome was unknown turns out to have landed and is published late:
+    /// mutations built on the state before that are refused (retryable), so
+    /// none is committed on top of a state it did not see.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     /// The task, to await its end after every handle is dropped.
@@ -190,6 +210,7 @@ struct Unknown {
 }
 
 struct Task {
+    generation: Arc<AtomicU64>,
     store: Arc<dyn BackingStore>,
     codec: Arc<dyn ManifestCodec>,
     manifest: Manifest,
@@ -241,12 +262,22 @@ impl Task {
                 }
             }
             if self.unknown.is_some() {
-                if let Err(e) = self.reconcile().await {
+                let refuse = match self.reconcile().await {
+                    Err(e) => Some(format!("an earlier write's outcome is still unknown: {e}")),
+                    // Everything queued was prepared against memory without
+                    // the write that just landed: committing it on top would
+                    // reuse its version numbers and break the manifest.
+                    Ok(true) => {
+                        while let Ok(r) = rx.try_recv() {
+                            group.push(r);
+                        }
+                        Some("an earlier write landed after all; try again".to_owned())
+                    }
+                    Ok(false) => None,
+                };
+                if let Some(reason) = refuse {
                     for r in group {
-                        let _ = r.done.send(Err(unavailable(
-                            &*self.store,
-                            format!("an earlier write's outcome is still unknown: {e}"),
-                        )));
+                        let _ = r.done.send(Err(unavailable(&*self.store, reason.clone())));
                     }
                     continue;
                 }
@@ -256,6 +287,19 @@ impl Task {
     }
 
     async fn commit_group(&mut self, group: Vec<Request>) {
+        let now = self.generation.load(Ordering::SeqCst);
+        let (group, stale): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .partition(|r| r.mutation.generation >= now);
+        for r in stale {
+            let _ = r.done.send(Err(unavailable(
+                &*self.store,
+                "an earlier write landed after all; try again",
+            )));
+        }
+        if group.is_empty() {
+            return;
+        }
         let mut next = self.manifest;
         next.seq += 1;
         let mut batch = WriteBatch::new();
@@ -299,6 +343,12 @@ impl Task {
                     attempted: next,
                     publishes,
                 });
+                // Settle it now if the store answers reads, before the
+                // failed writers release their path locks: a retry then
+                // builds on what the store really holds.
+                if let Err(e) = self.reconcile().await {
+                    tracing::warn!(error = %e, "cannot settle the failed commit yet");
+                }
                 let mut first = Some(e);
                 for w in waiters {
                     let err = match first.take() {
@@ -312,9 +362,10 @@ impl Task {
     }
 
     /// Settles an unknown outcome by reading the stored manifest back.
-    async fn reconcile(&mut self) -> Result<(), Error> {
+    /// `Ok(true)`: the failed commit had landed and is now published.
+    async fn reconcile(&mut self) -> Result<bool, Error> {
         let Some(attempted) = self.unknown.as_ref().map(|u| u.attempted) else {
-            return Ok(());
+            return Ok(false);
         };
         let stored = match self.store.get(MANIFEST_KEY).await? {
             Some(bytes) => self.codec.open(&bytes)?,
@@ -323,7 +374,7 @@ impl Task {
         if stored == self.manifest {
             tracing::info!("the failed commit did not land; continuing");
             self.unknown = None;
-            Ok(())
+            Ok(false)
         } else if stored == attempted {
             tracing::info!("the failed commit landed after all; publishing it");
             if let Some(unknown) = self.unknown.take() {
@@ -331,8 +382,11 @@ impl Task {
                 for publish in unknown.publishes {
                     publish();
                 }
+                // After publishing: a mutation stamped with the new
+                // generation read memory that holds the late commit.
+                self.generation.fetch_add(1, Ordering::SeqCst);
             }
-            Ok(())
+            Ok(true)
         } else {
             Err(Error::Tampered {
                 what: format!(
