@@ -476,13 +476,14 @@ impl Nexus {
         let started = Instant::now();
         let result = async {
             let _lifecycle = self.inner.lifecycle.lock().await;
-            let init = InitRecord::read(&*self.inner.store).await?;
-            self.stop(match init {
-                Some(init) => State::Sealed(Sealed::new(init)),
-                None => State::Uninitialized,
+            // Keys leave memory even when the init record cannot be read.
+            let init = InitRecord::read(&*self.inner.store).await;
+            self.stop(match &init {
+                Ok(Some(init)) => State::Sealed(Sealed::new(init.clone())),
+                _ => State::Uninitialized,
             })
             .await;
-            Ok(())
+            init.map(|_| ())
         }
         .await;
         self.audit_process("lifecycle.seal", started, result)

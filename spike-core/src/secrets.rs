@@ -282,8 +282,10 @@ impl Secret {
             .and_then(|i| self.versions.get(i))
     }
 
-    /// Reads version `n` (0 = current) as of `now`.
-    pub fn read(&self, n: u64, now: Timestamp) -> Option<VersionRead> {
+    /// Reads version `n` (0 = current) as of `now`. Crate-private: data
+    /// leaves only through [`crate::Nexus::get_secret`], which honours
+    /// deletion.
+    pub(crate) fn read(&self, n: u64, now: Timestamp) -> Option<VersionRead> {
         let v = self.version(n)?;
         match &v.data {
             Some(data) if !v.destroyed && !v.is_deleted_at(now) => Some(VersionRead::Live {
