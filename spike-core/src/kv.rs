@@ -23,6 +23,16 @@ pub struct WriteOptions {
     pub cas: Option<u64>,
 }
 
+/// What a secret write leaves behind.
+enum Next {
+    /// Nothing changes (no commit).
+    Keep,
+    /// This state is stored.
+    Put(Secret),
+    /// The secret is removed.
+    Delete,
+}
+
 /// What a versions operation (delete, undelete, destroy) does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum VersionsOp {
@@ -92,29 +102,12 @@ impl Nexus {
         data: SecretData,
         options: WriteOptions,
     ) -> Result<Version, Error> {
-        let started = Instant::now();
-        let mut decision = Decision::Deny;
-        let result = async {
-            let u = self.unsealed()?;
-            let path = SecretPath::parse(path)?;
-            decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
-            let _guard = u.lock(path.as_str()).await;
-            let generation = u.writer.generation();
-            let existing = u.secret(&path);
-            let mount = u.kv_config().config;
-            let next = secrets::write(
-                existing.as_deref(),
-                data,
-                options.cas,
-                &mount,
-                Timestamp::now(),
-            )?;
+        self.change_secret(caller, "secret.put", path, |existing, mount, now| {
+            let next = secrets::write(existing, data, options.cas, mount, now)?;
             let version = next.versions.last().cloned().ok_or(Error::NotFound)?;
-            commit_secret(&u, generation, &path, existing.as_deref(), Some(next)).await?;
-            Ok(version)
-        }
-        .await;
-        self.audit(caller, "secret.put", Some(path), decision, started, result)
+            Ok((Next::Put(next), version))
+        })
+        .await
     }
 
     /// Soft-deletes versions (empty or `[0]` = the current one). Versions
@@ -171,30 +164,16 @@ impl Nexus {
         versions: &[u64],
         op: VersionsOp,
     ) -> Result<(), Error> {
-        let started = Instant::now();
-        let mut decision = Decision::Deny;
-        let result = async {
-            let u = self.unsealed()?;
-            let path = SecretPath::parse(path)?;
-            decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
-            let _guard = u.lock(path.as_str()).await;
-            let generation = u.writer.generation();
-            let existing = u.secret(&path).ok_or(Error::NotFound)?;
-            let now = Timestamp::now();
+        self.change_secret(caller, action, path, |existing, _, now| {
+            let existing = existing.ok_or(Error::NotFound)?;
             let next = match op {
-                VersionsOp::Delete => secrets::delete(&existing, versions, now),
-                VersionsOp::Undelete => secrets::undelete(&existing, versions, now),
-                VersionsOp::Destroy => secrets::destroy(&existing, versions, now),
+                VersionsOp::Delete => secrets::delete(existing, versions, now),
+                VersionsOp::Undelete => secrets::undelete(existing, versions, now),
+                VersionsOp::Destroy => secrets::destroy(existing, versions, now),
             };
-            match next {
-                Some(next) => {
-                    commit_secret(&u, generation, &path, Some(&existing), Some(next)).await
-                }
-                None => Ok(()),
-            }
-        }
-        .await;
-        self.audit(caller, action, Some(path), decision, started, result)
+            Ok((next.map_or(Next::Keep, Next::Put), ()))
+        })
+        .await
     }
 
     /// Updates a secret's settings (creating a metadata-only secret if
@@ -205,34 +184,38 @@ impl Nexus {
         path: &str,
         update: SettingsUpdate,
     ) -> Result<(), Error> {
-        let started = Instant::now();
-        let mut decision = Decision::Deny;
-        let result = async {
-            let u = self.unsealed()?;
-            let path = SecretPath::parse(path)?;
-            decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
-            update.validate()?;
-            let _guard = u.lock(path.as_str()).await;
-            let generation = u.writer.generation();
-            let existing = u.secret(&path);
-            let mount = u.kv_config().config;
-            let next =
-                secrets::update_settings(existing.as_deref(), &update, &mount, Timestamp::now());
-            commit_secret(&u, generation, &path, existing.as_deref(), Some(next)).await
-        }
-        .await;
-        self.audit(
+        self.change_secret(
             caller,
             "secret.metadata.update",
-            Some(path),
-            decision,
-            started,
-            result,
+            path,
+            |existing, mount, now| {
+                update.validate()?;
+                let next = secrets::update_settings(existing, &update, mount, now);
+                Ok((Next::Put(next), ()))
+            },
         )
+        .await
     }
 
     /// Deletes the secret at `path` with every version and its metadata.
     pub async fn delete_secret_metadata(&self, caller: &Caller, path: &str) -> Result<(), Error> {
+        self.change_secret(caller, "secret.metadata.delete", path, |existing, _, _| {
+            existing.ok_or(Error::NotFound)?;
+            Ok((Next::Delete, ()))
+        })
+        .await
+    }
+
+    /// The shape of every secret write: authorise `write` on `path`,
+    /// serialise on its lock, compute the next state from the current one
+    /// with `change`, commit it durably, publish it, audit the call.
+    async fn change_secret<T>(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+        path: &str,
+        change: impl FnOnce(Option<&Secret>, &KvConfig, Timestamp) -> Result<(Next, T), Error>,
+    ) -> Result<T, Error> {
         let started = Instant::now();
         let mut decision = Decision::Deny;
         let result = async {
@@ -241,18 +224,19 @@ impl Nexus {
             decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
             let _guard = u.lock(path.as_str()).await;
             let generation = u.writer.generation();
-            let existing = u.secret(&path).ok_or(Error::NotFound)?;
-            commit_secret(&u, generation, &path, Some(&existing), None).await
+            let existing = u.secret(&path);
+            let mount = u.kv_config().config;
+            let (next, out) = change(existing.as_deref(), &mount, Timestamp::now())?;
+            let next = match next {
+                Next::Keep => return Ok(out),
+                Next::Put(secret) => Some(secret),
+                Next::Delete => None,
+            };
+            commit_secret(&u, generation, &path, existing.as_deref(), next).await?;
+            Ok(out)
         }
         .await;
-        self.audit(
-            caller,
-            "secret.metadata.delete",
-            Some(path),
-            decision,
-            started,
-            result,
-        )
+        self.audit(caller, action, Some(path), decision, started, result)
     }
 
     /// The immediate children of `folder` (`""` = the root), folders with a

@@ -363,54 +363,55 @@ pub(crate) fn write(
     Ok(secret.touched(now))
 }
 
-/// The state after soft-deleting `versions` (empty = current). `None` when
-/// nothing changes.
-pub(crate) fn delete(secret: &Secret, versions: &[u64], now: Timestamp) -> Option<Secret> {
+/// The state after `change` ran on each of `versions` that is retained;
+/// `None` when it changed none of them.
+fn change_versions(
+    secret: &Secret,
+    versions: &[u64],
+    now: Timestamp,
+    change: impl Fn(&mut Version) -> bool,
+) -> Option<Secret> {
     let mut next = secret.clone();
     let mut changed = false;
     for n in effective_versions(secret, versions) {
         if let Ok(i) = next.versions.binary_search_by_key(&n, |v| v.number) {
-            let v = &mut next.versions[i];
-            if !v.destroyed && !v.is_deleted_at(now) {
-                v.deletion_time = Some(now);
-                changed = true;
-            }
+            changed |= change(&mut next.versions[i]);
         }
     }
     changed.then(|| next.touched(now))
+}
+
+/// The state after soft-deleting `versions` (empty = current). `None` when
+/// nothing changes.
+pub(crate) fn delete(secret: &Secret, versions: &[u64], now: Timestamp) -> Option<Secret> {
+    change_versions(secret, versions, now, |v| {
+        let live = !v.destroyed && !v.is_deleted_at(now);
+        if live {
+            v.deletion_time = Some(now);
+        }
+        live
+    })
 }
 
 /// The state after undeleting `versions`. `None` when nothing changes.
 pub(crate) fn undelete(secret: &Secret, versions: &[u64], now: Timestamp) -> Option<Secret> {
-    let mut next = secret.clone();
-    let mut changed = false;
-    for n in effective_versions(secret, versions) {
-        if let Ok(i) = next.versions.binary_search_by_key(&n, |v| v.number) {
-            let v = &mut next.versions[i];
-            if !v.destroyed && v.deletion_time.is_some() {
-                v.deletion_time = None;
-                changed = true;
-            }
+    change_versions(secret, versions, now, |v| {
+        let deleted = !v.destroyed && v.deletion_time.is_some();
+        if deleted {
+            v.deletion_time = None;
         }
-    }
-    changed.then(|| next.touched(now))
+        deleted
+    })
 }
 
 /// The state after destroying `versions`' data. `None` when nothing changes.
 pub(crate) fn destroy(secret: &Secret, versions: &[u64], now: Timestamp) -> Option<Secret> {
-    let mut next = secret.clone();
-    let mut changed = false;
-    for n in effective_versions(secret, versions) {
-        if let Ok(i) = next.versions.binary_search_by_key(&n, |v| v.number) {
-            let v = &mut next.versions[i];
-            if !v.destroyed {
-                v.destroyed = true;
-                v.data = None;
-                changed = true;
-            }
-        }
-    }
-    changed.then(|| next.touched(now))
+    change_versions(secret, versions, now, |v| {
+        let had_data = !v.destroyed;
+        v.destroyed = true;
+        v.data = None;
+        had_data
+    })
 }
 
 /// The state after updating settings (creating metadata-only if absent).
