@@ -31,15 +31,16 @@ pub use policy::{
     PolicyPutRequest, PolicyPutResponse, PolicyView,
 };
 pub use secrets::{
-    Empty, SecretDeleteRequest, SecretGetRequest, SecretGetResponse, SecretListRequest,
-    SecretListResponse, SecretMetadata, SecretMetadataRequest, SecretMetadataResponse,
-    SecretPutRequest, SecretUndeleteRequest, SecretVersionInfo,
+    Empty, SecretDeleteRequest, SecretDestroyRequest, SecretGetRequest, SecretGetResponse,
+    SecretListRequest, SecretListResponse, SecretMetadata, SecretMetadataRequest,
+    SecretMetadataResponse, SecretPutRequest, SecretUndeleteRequest, SecretVersionInfo,
 };
 pub use shard::{ContributeRequest, ShardBytes, ShardRequest, ShardResponse};
 
 /// Route paths and `?action=` values.
 pub mod routes {
-    /// Secrets: put (no action), `get`, `delete`, `undelete`, `list`.
+    /// Secrets: put (no action), `get`, `delete`, `undelete`, `list`,
+    /// `destroy` (spike-rs extension).
     pub const SECRETS: &str = "/v1/store/secrets";
     /// Secret metadata: `get`.
     pub const SECRETS_METADATA: &str = "/v1/store/secrets/metadata";
@@ -72,6 +73,9 @@ pub mod routes {
     pub const ACTION_UNDELETE: &str = "undelete";
     /// `?action=list`
     pub const ACTION_LIST: &str = "list";
+    /// `?action=destroy` (a spike-rs extension: upstream SPIKE has no
+    /// destroy route; Vault's KV v2 does).
+    pub const ACTION_DESTROY: &str = "destroy";
 }
 
 /// Largest request body accepted (SPEC §10).

@@ -84,6 +84,10 @@ pub struct SecretDeleteRequest {
 /// `?action=undelete`: `{path, versions:[int]}` → `{}`.
 pub type SecretUndeleteRequest = SecretDeleteRequest;
 
+/// `?action=destroy`: `{path, versions:[int]}` → `{}` (spike-rs
+/// extension): the versions' data is wiped for good.
+pub type SecretDestroyRequest = SecretDeleteRequest;
+
 /// `?action=list`: `{}` → [`SecretListResponse`].
 pub type SecretListRequest = Empty;
 
