@@ -18,6 +18,10 @@ const TABLE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("spik
 /// redb's own limit on a value (and, plus 768 MiB, on a key/value pair).
 const REDB_MAX_VALUE: usize = 3 * 1024 * 1024 * 1024;
 
+/// redb page cache size: spike-core serves from its own memory, so redb's
+/// cache would only duplicate the file (see [`RedbStore::open`]).
+const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// A store in one redb file.
 ///
 /// Every commit is one redb write transaction with
@@ -67,7 +71,11 @@ impl RedbStore {
             Err(e) => return Err(io(e)),
         };
         let backend = FileBackend::new(file).map_err(|e| map_err(&name, e))?;
+        // spike-core keeps every record in memory and reads the store only
+        // at unseal, so redb's page cache (1 GiB by default) would mostly
+        // hold a second copy of the file: keep it small.
         let db = Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
             .create_with_backend(backend)
             .map_err(|e| map_err(&name, e))?;
 

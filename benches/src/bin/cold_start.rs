@@ -1,0 +1,240 @@
+//! Cold start: time and resident memory to open a redb file of N secrets
+//! and unseal it to serving, beside SPEC §11 (1M secrets in ≤ 2 s, memory
+//! ≤ 2× payload + 300 B per secret).
+//!
+//! ```text
+//! cargo run --release -p spike-benches --bin cold_start -- [--secrets N] [--runs R] [--scan-only]
+//! ```
+//!
+//! `--scan-only` measures the floor instead: a raw scan of every record of
+//! the redb file (no decryption, nothing kept), its time and what it leaves
+//! resident (redb's page cache).
+//!
+//! N defaults to 100,000, R (timed open + unseal runs) to 3. The file is
+//! populated once (through `put_secret`, 1,024 concurrent writers) and
+//! cached under `target/spike-bench-cache/cold-N/`; a run that populates
+//! re-runs itself so memory is measured in a fresh process. Memory is
+//! `VmRSS` (and peak `VmHWM`) from `/proc/self/status` before and after the
+//! first open + unseal; it includes redb's page cache and everything the
+//! store keeps in memory.
+//!
+//! Exit codes: 0 measured (whether or not targets are met), 2 bad
+//! arguments, 1 any other failure.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use spike_benches::{
+    COLD_POLICIES, ColdFixture, VALUE_LEN, proc_status_bytes, runtime, secret_path, superuser,
+};
+
+/// Set in the re-run after populating.
+const MEASURE_ENV: &str = "SPIKE_COLD_START_MEASURE";
+
+struct Args {
+    secrets: usize,
+    runs: usize,
+    scan_only: bool,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        secrets: 100_000,
+        runs: 3,
+        scan_only: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = |name: &str| -> Result<usize, String> {
+            it.next()
+                .and_then(|v| v.replace('_', "").parse().ok())
+                .filter(|&n| n > 0)
+                .ok_or_else(|| format!("{name} needs a positive number"))
+        };
+        match flag.as_str() {
+            "--secrets" => args.secrets = value("--secrets")?,
+            "--runs" => args.runs = value("--runs")?,
+            "--scan-only" => args.scan_only = true,
+            "-h" | "--help" => {
+                return Err(
+                    "usage: cold_start [--secrets N (100000)] [--runs R (3)] [--scan-only]".into(),
+                );
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cold_start: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn mb(bytes: f64) -> String {
+    format!("{:.1} MB", bytes / 1e6)
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "PASS" } else { "MISS" }
+}
+
+fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let rt = runtime(2);
+    let fx = ColdFixture::get_or_populate(args.secrets, &rt);
+    if fx.populated_in.is_some() && std::env::var_os(MEASURE_ENV).is_none() {
+        // Measure in a fresh process: populating leaves the heap grown.
+        drop(rt);
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(std::env::args_os().skip(1))
+            .env(MEASURE_ENV, "1")
+            .status()?;
+        return Ok(if status.success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+
+    if args.scan_only {
+        return scan_only(&fx, &rt);
+    }
+    let rss_before = proc_status_bytes("VmRSS").ok_or("no VmRSS in /proc/self/status")?;
+    let (nexus, first) = rt.block_on(fx.open_and_unseal());
+    let rss_after = proc_status_bytes("VmRSS").ok_or("no VmRSS")?;
+    let hwm_after = proc_status_bytes("VmHWM").ok_or("no VmHWM")?;
+
+    // Serving: reads across the whole keyspace succeed.
+    let admin = superuser();
+    for i in (0..args.secrets).step_by((args.secrets / 1000).max(1)) {
+        nexus.get_secret(&admin, &secret_path(i), 0)?;
+    }
+    rt.block_on(nexus.close());
+
+    let mut times = vec![first];
+    for _ in 1..args.runs {
+        let (nexus, took) = rt.block_on(fx.open_and_unseal());
+        times.push(took);
+        rt.block_on(nexus.close());
+    }
+    let mut sorted = times.clone();
+    sorted.sort();
+    let median = sorted[sorted.len() / 2];
+
+    let n = args.secrets as f64;
+    let payload = n * VALUE_LEN as f64;
+    let path_bytes: usize = (0..args.secrets).map(|i| secret_path(i).len()).sum();
+    let file_bytes = std::fs::metadata(&fx.db).map_or(0, |m| m.len());
+    let rss_delta = rss_after.saturating_sub(rss_before) as f64;
+    let peak_delta = hwm_after.saturating_sub(rss_before) as f64;
+    let mem_target = 2.0 * payload + 300.0 * n;
+    let time_target = Duration::from_secs_f64(2.0 * n / 1e6);
+
+    println!(
+        "cold start: {} secrets + {COLD_POLICIES} policies, redb file {} ({}), warm page cache",
+        args.secrets,
+        mb(file_bytes as f64),
+        fx.db.display()
+    );
+    if let Some(p) = fx.populated_in {
+        println!("  populated in {p:.1?} (put_secret, 1,024 concurrent writers)");
+    }
+    println!(
+        "  {:<34} {:>12}   ({} B/secret; paths add {})",
+        "payload (secret values)",
+        mb(payload),
+        VALUE_LEN,
+        mb(path_bytes as f64)
+    );
+    println!(
+        "  {:<34} {:>12}   target ≤ {:.2?} (2 s per 1M, linear)   {}",
+        "open + unseal to serving (1st)",
+        format!("{first:.3?}"),
+        time_target,
+        verdict(first <= time_target)
+    );
+    println!(
+        "  {:<34} {:>12}   runs: {}",
+        "median of runs",
+        format!("{median:.3?}"),
+        times
+            .iter()
+            .map(|t| format!("{t:.3?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  {:<34} {:>12}   (VmRSS {} → {})",
+        "resident memory delta",
+        mb(rss_delta),
+        mb(rss_before as f64),
+        mb(rss_after as f64)
+    );
+    println!(
+        "  {:<34} {:>12}",
+        "bytes per secret (RSS delta / N)",
+        format!("{:.0} B", rss_delta / n)
+    );
+    println!(
+        "  {:<34} {:>12}   2 × payload + 300 B/secret   {}",
+        "memory target",
+        mb(mem_target),
+        verdict(rss_delta <= mem_target)
+    );
+    println!(
+        "  {:<34} {:>12}   (VmHWM {} after the load)",
+        "peak delta during load",
+        mb(peak_delta),
+        mb(hwm_after as f64)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Scans every record of the file in pages, keeping nothing: the floor of
+/// any loader over this store.
+fn scan_only(
+    fx: &ColdFixture,
+    rt: &tokio::runtime::Runtime,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    use spike_storage::{BackingStore, RedbStore};
+    let rss_before = proc_status_bytes("VmRSS").ok_or("no VmRSS in /proc/self/status")?;
+    let started = std::time::Instant::now();
+    let store = RedbStore::open(&fx.db)?;
+    let (records, bytes) = rt.block_on(async {
+        let (mut records, mut bytes) = (0usize, 0usize);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = store.scan(&[], after.as_deref(), 16 * 1024).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.key.clone());
+            records += page.len();
+            bytes += page
+                .iter()
+                .map(|e| e.key.len() + e.value.len())
+                .sum::<usize>();
+        }
+        Ok::<_, spike_storage::StorageError>((records, bytes))
+    })?;
+    let took = started.elapsed();
+    let rss_after = proc_status_bytes("VmRSS").ok_or("no VmRSS")?;
+    println!(
+        "raw redb scan: {records} records, {} of keys + values, in {took:.3?}; \
+         resident memory +{} (redb page cache), file {}",
+        mb(bytes as f64),
+        mb(rss_after.saturating_sub(rss_before) as f64),
+        mb(std::fs::metadata(&fx.db).map_or(0, |m| m.len()) as f64),
+    );
+    Ok(ExitCode::SUCCESS)
+}
