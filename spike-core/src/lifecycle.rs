@@ -9,11 +9,12 @@ use spike_crypto::{KeyCheckValue, RootKey, Share, combine, split};
 use spike_storage::{BackingStore, Entry, WriteBatch};
 
 use crate::audit::{Caller, Decision};
+use crate::cipher::StoredCipherKey;
 use crate::error::{Error, InputError};
 use crate::identity::Role;
 use crate::keyring::{
-    CONFIG_KEY, EpochKeys, INIT_KEY, MANIFEST_KEY, PREFIX_POLICY, PREFIX_SECRET, ROTATION_BACK_KEY,
-    ROTATION_FORWARD_KEY, xor_into,
+    CIPHER_KEY, CONFIG_KEY, EpochKeys, INIT_KEY, MANIFEST_KEY, PREFIX_POLICY, PREFIX_SECRET,
+    ROTATION_BACK_KEY, ROTATION_FORWARD_KEY, xor_into,
 };
 use crate::nexus::{Keys, Nexus, Sealed, State, StoredConfig, Unsealed};
 use crate::path::SecretPath;
@@ -267,6 +268,7 @@ impl Nexus {
             secrets: BTreeMap::new(),
             policies: PolicySet::default(),
             config: StoredConfig::default(),
+            cipher: StoredCipherKey::default(),
             manifest: Manifest::default(),
         };
         self.start(loaded);
@@ -463,6 +465,7 @@ impl Nexus {
                 loaded.secrets,
                 loaded.policies,
                 loaded.config,
+                loaded.cipher,
                 writer,
             )
         });
@@ -547,6 +550,7 @@ pub(crate) struct Loaded {
     pub(crate) secrets: BTreeMap<SecretPath, Arc<Secret>>,
     pub(crate) policies: PolicySet,
     pub(crate) config: StoredConfig,
+    pub(crate) cipher: StoredCipherKey,
     pub(crate) manifest: Manifest,
 }
 
@@ -631,23 +635,40 @@ async fn load(store: &dyn BackingStore, keys: Keys) -> Result<Loaded, Error> {
     let mut digest = [0u8; 16];
     let mut count: u64 = 0;
 
+    // The next page is scanned (on the store's own threads) while this one
+    // is decoded: the scan and the decoding overlap.
     let mut secrets: Vec<(SecretPath, Arc<Secret>)> = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = store
-            .scan(&[PREFIX_SECRET], after.as_deref(), LOAD_PAGE)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.key.clone());
-        let decoded = if page.len() >= 256 {
-            decode_secret_page(&page, &keys, threads)?
-        } else {
-            decode_secrets(&page, &keys)?
-        };
-        xor_into(&mut digest, &decoded.digest);
-        count += page.len() as u64;
-        secrets.extend(decoded.secrets);
-    }
+    let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(1);
+    let scan = async move {
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = store.scan(&[PREFIX_SECRET], after.as_deref(), LOAD_PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok::<(), Error>(());
+            };
+            after = Some(last.key.clone());
+            if pages_tx.send(page).await.is_err() {
+                // The decoder stopped (it failed): its error is reported.
+                return Ok(());
+            }
+        }
+    };
+    let decode = async {
+        while let Some(page) = pages_rx.recv().await {
+            let decoded = if page.len() >= 256 {
+                decode_secret_page(&page, &keys, threads)?
+            } else {
+                decode_secrets(&page, &keys)?
+            };
+            xor_into(&mut digest, &decoded.digest);
+            count += page.len() as u64;
+            secrets.extend(decoded.secrets);
+        }
+        Ok::<(), Error>(())
+    };
+    let (scanned, decoded) = tokio::join!(scan, decode);
+    decoded?;
+    scanned?;
     secrets.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     if secrets.windows(2).any(|w| w[0].0 == w[1].0) {
         return Err(Error::Tampered {
@@ -714,6 +735,14 @@ async fn load(store: &dyn BackingStore, keys: Keys) -> Result<Loaded, Error> {
         count += 1;
     }
 
+    let mut cipher = StoredCipherKey::default();
+    if let Some(bytes) = store.get(CIPHER_KEY).await? {
+        let (stored, share) = crate::cipher::open_record(&keys, &bytes)?;
+        cipher = stored;
+        xor_into(&mut digest, &share);
+        count += 1;
+    }
+
     let manifest = match store.get(MANIFEST_KEY).await? {
         Some(bytes) => open_manifest(&keys, &bytes)?,
         None => Manifest::default(),
@@ -738,6 +767,7 @@ async fn load(store: &dyn BackingStore, keys: Keys) -> Result<Loaded, Error> {
         secrets,
         policies: PolicySet::new(policies),
         config,
+        cipher,
         manifest,
     })
 }

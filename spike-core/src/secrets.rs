@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{Error, InputError};
 use crate::time::Timestamp;
@@ -29,10 +29,21 @@ pub const MAX_CUSTOM_METADATA_VALUE_LEN: usize = 512;
 pub const DEFAULT_MAX_VERSIONS: u32 = 10;
 
 /// The data of one secret version: a JSON object, kept as its compact
-/// serialisation (memory stays close to the payload size), zeroised when
-/// the last reference drops. `Debug` never shows it.
+/// serialisation in one shared allocation (memory stays close to the
+/// payload size), zeroised when the last reference drops. `Debug` never
+/// shows it.
 #[derive(Clone)]
-pub struct SecretData(Arc<Zeroizing<Box<[u8]>>>);
+pub struct SecretData(Arc<[u8]>);
+
+impl Drop for SecretData {
+    fn drop(&mut self) {
+        // Only the last reference gets `&mut`: it wipes the bytes before
+        // the allocation is freed.
+        if let Some(bytes) = Arc::get_mut(&mut self.0) {
+            bytes.zeroize();
+        }
+    }
+}
 
 impl SecretData {
     /// From a JSON object. Keys must be 1–250 bytes; the serialised form
@@ -49,7 +60,7 @@ impl SecretData {
             reason: "not serialisable",
         })?);
         Self::check_len(bytes.len())?;
-        Ok(Self(Arc::new(Zeroizing::new(bytes.as_slice().into()))))
+        Ok(Self(Arc::from(bytes.as_slice())))
     }
 
     /// From string pairs, as the SPIKE API writes them.
@@ -67,7 +78,7 @@ impl SecretData {
 
     /// From bytes already known to be a compact JSON object (records).
     pub(crate) fn from_trusted_json(bytes: &[u8]) -> Self {
-        Self(Arc::new(Zeroizing::new(bytes.into())))
+        Self(Arc::from(bytes))
     }
 
     fn check_len(len: usize) -> Result<(), InputError> {
