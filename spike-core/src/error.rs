@@ -55,6 +55,12 @@ pub enum InputError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A cipher API ciphertext is malformed, altered or not ours.
+    #[error("invalid ciphertext: {reason}")]
+    Ciphertext {
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A configuration value is out of range.
     #[error("invalid {field}: {reason}")]
     Config {

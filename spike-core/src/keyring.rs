@@ -22,6 +22,8 @@ pub const INIT_KEY: &[u8] = b"\x00init";
 pub const MANIFEST_KEY: &[u8] = b"\x00manifest";
 /// The KV mount configuration record.
 pub const CONFIG_KEY: &[u8] = b"\x00config";
+/// The cipher API's data key (kind 6), sealed under the records key.
+pub const CIPHER_KEY: &[u8] = b"\x00cipher-key";
 /// Rotation: the new key sealed under the old epoch.
 pub const ROTATION_FORWARD_KEY: &[u8] = b"\x00rotation-forward";
 /// Rotation: the old key sealed under the new epoch.

@@ -52,6 +52,7 @@
 
 mod acl;
 mod audit;
+mod cipher;
 mod error;
 mod identity;
 mod keyring;
@@ -68,6 +69,7 @@ mod writer;
 
 pub use acl::PolicyFilter;
 pub use audit::{AuditEvent, AuditOptions, AuditSink, Caller, Decision, JsonLinesSink, MemorySink};
+pub use cipher::CIPHERTEXT_VERSION;
 pub use error::{Error, ErrorCode, InputError, Result};
 pub use identity::{MAX_SPIFFE_ID_LEN, Role, SpiffeId, TrustRoots};
 pub use kv::WriteOptions;

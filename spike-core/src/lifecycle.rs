@@ -642,7 +642,9 @@ async fn load(store: &dyn BackingStore, keys: Keys) -> Result<Loaded, Error> {
     let scan = async move {
         let mut after: Option<Vec<u8>> = None;
         loop {
-            let page = store.scan(&[PREFIX_SECRET], after.as_deref(), LOAD_PAGE).await?;
+            let page = store
+                .scan(&[PREFIX_SECRET], after.as_deref(), LOAD_PAGE)
+                .await?;
             let Some(last) = page.last() else {
                 return Ok::<(), Error>(());
             };

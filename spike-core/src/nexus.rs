@@ -16,6 +16,7 @@ use spike_crypto::{Purpose, RootKey, Share, SubKey, keyed_hash};
 use spike_storage::BackingStore;
 
 use crate::audit::{AuditEvent, AuditOptions, AuditSink, Caller, Decision, TrailIds};
+use crate::cipher::StoredCipherKey;
 use crate::error::{Error, ErrorCode, InputError};
 use crate::identity::{Role, TrustRoots};
 use crate::keyring::EpochKeys;
@@ -180,6 +181,8 @@ pub(crate) struct Unsealed {
     pub(crate) secrets: RwLock<BTreeMap<SecretPath, Arc<Secret>>>,
     pub(crate) policies: RwLock<Arc<PolicySet>>,
     pub(crate) config: RwLock<StoredConfig>,
+    /// The cipher API's data key (none before first use).
+    pub(crate) cipher: RwLock<StoredCipherKey>,
     pub(crate) writer: Writer,
     pub(crate) audit_key: SubKey,
     /// Records re-encrypted by a running rotation, and its total.
@@ -194,6 +197,7 @@ impl Unsealed {
         secrets: BTreeMap<SecretPath, Arc<Secret>>,
         policies: PolicySet,
         config: StoredConfig,
+        cipher: StoredCipherKey,
         writer: Writer,
     ) -> Self {
         let audit_key = keys.root.derive(Purpose::Audit);
@@ -202,6 +206,7 @@ impl Unsealed {
             secrets: RwLock::new(secrets),
             policies: RwLock::new(Arc::new(policies)),
             config: RwLock::new(config),
+            cipher: RwLock::new(cipher),
             writer,
             audit_key,
             rotation_done: AtomicU64::new(0),
@@ -250,6 +255,13 @@ impl Unsealed {
 
     pub(crate) fn kv_config(&self) -> StoredConfig {
         self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn cipher_key(&self) -> StoredCipherKey {
+        self.cipher
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

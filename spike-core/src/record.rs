@@ -43,6 +43,8 @@ pub enum Kind {
     Rotation = 4,
     /// The KV mount configuration.
     Config = 5,
+    /// The cipher API's data key.
+    CipherKey = 6,
 }
 
 impl Kind {
@@ -53,6 +55,7 @@ impl Kind {
             3 => Kind::Manifest,
             4 => Kind::Rotation,
             5 => Kind::Config,
+            6 => Kind::CipherKey,
             _ => return None,
         })
     }

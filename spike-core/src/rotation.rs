@@ -320,6 +320,9 @@ async fn reencrypt_all(u: &Arc<Unsealed>) -> Result<u64, Error> {
             done += 1;
         }
     }
+    if crate::cipher::reseal(u).await? {
+        done += 1;
+    }
     u.rotation_done.store(done, Ordering::Relaxed);
     Ok(done)
 }

@@ -1,0 +1,198 @@
+//! Shared HTTP plumbing: the caller and body extractors, JSON answers, the
+//! middleware stack (body limit, timeout, `Cache-Control`, metrics) and the
+//! health routes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use spike_core::{Caller, SpiffeId};
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// How long a request may take, body upload included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The verified SPIFFE ID of the connection's peer. The TLS layer
+/// ([`crate::serve`]) inserts it into every request's extensions; a request
+/// without it is answered 401.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerIdentity(pub SpiffeId);
+
+/// The connection's remote address, inserted next to [`PeerIdentity`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The caller of a SPIKE v1 request, for spike-core.
+pub(crate) struct ApiCaller(pub(crate) Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let id = parts
+            .extensions
+            .get::<PeerIdentity>()
+            .ok_or_else(ApiError::unauthorized)?
+            .0
+            .clone();
+        let caller = match parts.extensions.get::<PeerAddr>() {
+            Some(addr) => Caller::remote(id, addr.0, "spike/v1"),
+            None => Caller {
+                remote_addr: None,
+                api: "spike/v1",
+                ..Caller::new(id)
+            },
+        };
+        Ok(ApiCaller(caller))
+    }
+}
+
+/// The `?action=` of a request (`None` when absent or empty).
+pub(crate) struct Action(pub(crate) Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Action {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let action = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.strip_prefix("action="))
+                .next_back()
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned)
+        });
+        Ok(Action(action))
+    }
+}
+
+/// The raw request body, at most [`spike_api::MAX_BODY_BYTES`]. Any failure
+/// to read it (too large, aborted) is 400 `api_bad_request`: axum's own
+/// rejection text never reaches the client.
+pub(crate) struct Body(pub(crate) Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(Body(b)),
+            Err(e) => {
+                tracing::debug!(error = %e, "request body refused");
+                Err(ApiError::bad_request())
+            }
+        }
+    }
+}
+
+impl Body {
+    /// Parses the body as `T`. An empty body reads as `{}`. Malformed JSON
+    /// or wrong types are 400 `api_bad_request`.
+    pub(crate) fn parse<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let bytes: &[u8] = if self.0.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &self.0
+        };
+        serde_json::from_slice(bytes).map_err(|e| {
+            // serde_json errors name the position and the expected type,
+            // never the input's content.
+            tracing::debug!(error = %e, "malformed request body");
+            ApiError::bad_request()
+        })
+    }
+}
+
+/// A JSON answer with `status`.
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (
+            status,
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "response does not serialise");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+                r#"{"err":"api_internal_error"}"#,
+            )
+                .into_response()
+        }
+    }
+}
+
+/// 200 with `body`.
+pub(crate) fn ok<T: Serialize>(body: &T) -> Response {
+    json_response(StatusCode::OK, body)
+}
+
+/// The fallback: 404 `api_not_found`.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+/// `GET /healthz`: always 200 while the process serves.
+pub(crate) async fn healthz() -> Response {
+    ok(&serde_json::json!({"status": "ok"}))
+}
+
+/// Wraps `router` in the one middleware stack every server uses: body
+/// limit, timeout, `Cache-Control: no-store`, 405 bodies, metrics, tracing.
+pub(crate) fn stack(router: Router, metrics: Arc<Metrics>) -> Router {
+    router
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(metrics, middleware))
+        .layer(DefaultBodyLimit::max(spike_api::MAX_BODY_BYTES))
+}
+
+async fn middleware(
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = metrics.route_label(req.uri().path());
+    let action = metrics.action_label(req.uri().query());
+    let method = req.method().clone();
+    let mut res = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(res) => res,
+        Err(_) => {
+            tracing::warn!(route, "request timed out");
+            ApiError::internal().into_response()
+        }
+    };
+    if res.status() == StatusCode::METHOD_NOT_ALLOWED && res.headers().get(CONTENT_TYPE).is_none() {
+        let allow = res.headers().get(axum::http::header::ALLOW).cloned();
+        res = ApiError::method_not_allowed().into_response();
+        if let Some(allow) = allow {
+            res.headers_mut().insert(axum::http::header::ALLOW, allow);
+        }
+    }
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let elapsed = started.elapsed();
+    metrics.observe(route, action, res.status().as_u16(), elapsed);
+    tracing::debug!(
+        %method,
+        route,
+        action,
+        status = res.status().as_u16(),
+        micros = elapsed.as_micros() as u64,
+        "request"
+    );
+    res
+}

@@ -1,0 +1,30 @@
+//! spike-server: the Nexus and Keeper servers of spike-rs.
+//!
+//! Servers stay thin: [`nexus_api::router`] and [`keeper_api::router`]
+//! build plain axum routers over their state, so tests call them without a
+//! socket; [`serve::serve`] runs a router behind SPIFFE mTLS, putting the
+//! peer's SPIFFE ID into every request as [`PeerIdentity`]; [`shards`]
+//! moves root-key shares between Nexus and its Keepers.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn spike_storage::BackingStore>) -> Result<(), Box<dyn std::error::Error>> {
+//! use spike_server::nexus_api::{self, NexusState};
+//! let nexus = spike_core::Nexus::builder(store).open().await?;
+//! let app = nexus_api::router(NexusState::new(nexus));
+//! // serve::serve(listener, tls_config, app, shutdown).await?;
+//! # let _ = app; Ok(()) }
+//! ```
+
+mod error;
+mod http;
+pub mod keeper_api;
+mod metrics;
+pub mod nexus_api;
+pub mod serve;
+pub mod shards;
+
+pub use error::ApiError;
+pub use http::{PeerAddr, PeerIdentity, REQUEST_TIMEOUT};
+pub use keeper_api::{KeeperState, LockedShard};
+pub use nexus_api::NexusState;
+pub use shards::{KeeperClient, ShardError};

@@ -1,0 +1,340 @@
+//! `spike-server`: the Nexus and Keeper servers of spike-rs.
+//!
+//! ```text
+//! spike-server nexus    # SPIKE v1 API; unseals from Keepers
+//! spike-server keeper   # holds one root-key share in memory
+//! ```
+//!
+//! Configuration comes from flags or the environment variables upstream
+//! SPIKE uses (see `--help`). Exit codes: 0 after a clean shutdown, 1 on a
+//! start-up or runtime error, 2 for a usage error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use spike_core::{AuditOptions, JsonLinesSink, Nexus, Role, SpiffeId, Status, TrustRoots};
+use spike_server::shards::{self, KeeperClient};
+use spike_server::{KeeperState, NexusState, keeper_api, nexus_api, serve};
+use spike_tls::{IdentitySource, PeerPolicy, PemSource, WorkloadApiSource};
+
+/// spike-rs servers: Nexus (the secrets store) and Keeper (share holder).
+#[derive(Parser, Debug)]
+#[command(name = "spike-server", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run Nexus: the SPIKE v1 API over SPIFFE mTLS.
+    Nexus(NexusArgs),
+    /// Run a Keeper: holds one root-key share for Nexus, in memory only.
+    Keeper(KeeperArgs),
+}
+
+#[derive(Args, Debug)]
+struct NexusArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SPIKE_NEXUS_ADDR", default_value = "127.0.0.1:8553")]
+    addr: SocketAddr,
+    /// Directory of the redb store (`spike.redb` inside).
+    #[arg(long, env = "SPIKE_NEXUS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keeper base URLs, comma-separated; Keeper i holds share i.
+    #[arg(long, env = "SPIKE_NEXUS_KEEPER_PEERS", value_delimiter = ',')]
+    keeper_peers: Vec<String>,
+    /// How often shares are pushed to Keepers (humantime: `5m`, `30s`).
+    #[arg(long, env = "SPIKE_NEXUS_KEEPER_UPDATE_INTERVAL", default_value = "5m", value_parser = humantime::parse_duration)]
+    keeper_update_interval: Duration,
+    /// Shares the root key is split into at init.
+    #[arg(long, env = "SPIKE_NEXUS_SHAMIR_SHARES", default_value_t = 3)]
+    shares: u8,
+    /// Shares needed to rebuild the root key.
+    #[arg(long, env = "SPIKE_NEXUS_SHAMIR_THRESHOLD", default_value_t = 2)]
+    threshold: u8,
+    /// Audit trail file (JSON lines); stderr when not set.
+    #[arg(long, env = "SPIKE_NEXUS_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args, Debug)]
+struct KeeperArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SPIKE_KEEPER_ADDR", default_value = "127.0.0.1:8443")]
+    addr: SocketAddr,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args, Debug)]
+struct CommonArgs {
+    /// Trust domains whose built-in role IDs are honoured, comma-separated.
+    #[arg(
+        long,
+        env = "SPIKE_TRUST_ROOT",
+        value_delimiter = ',',
+        default_value = "spike.ist"
+    )]
+    trust_root: Vec<String>,
+    /// X.509-SVID chain (PEM); with --key and --bundle instead of the
+    /// Workload API.
+    #[arg(long, env = "SPIKE_TLS_CERT", requires_all = ["key", "bundle"])]
+    cert: Option<PathBuf>,
+    /// The SVID's private key (PEM).
+    #[arg(long, env = "SPIKE_TLS_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// CA bundle of the SVID's trust domain (PEM).
+    #[arg(long, env = "SPIKE_TLS_BUNDLE", requires = "cert")]
+    bundle: Option<PathBuf>,
+    /// SPIFFE Workload API endpoint (`unix:///path`), used without --cert.
+    #[arg(long, env = "SPIFFE_ENDPOINT_SOCKET")]
+    spiffe_endpoint_socket: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_tracing();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spike-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Nexus(args) => run_nexus(args).await,
+            Command::Keeper(args) => run_keeper(args).await,
+        }
+    })
+}
+
+async fn identity(args: &CommonArgs) -> anyhow::Result<Arc<dyn IdentitySource>> {
+    if let (Some(cert), Some(key), Some(bundle)) = (&args.cert, &args.key, &args.bundle) {
+        let source =
+            PemSource::load(cert, key, bundle).context("loading the SVID from PEM files")?;
+        return Ok(Arc::new(source));
+    }
+    if args.spiffe_endpoint_socket.is_none() {
+        bail!(
+            "no identity: set --cert/--key/--bundle (SPIKE_TLS_CERT, SPIKE_TLS_KEY, \
+             SPIKE_TLS_BUNDLE) or SPIFFE_ENDPOINT_SOCKET"
+        );
+    }
+    let source = WorkloadApiSource::connect(
+        args.spiffe_endpoint_socket.as_deref(),
+        Duration::from_secs(30),
+    )
+    .await
+    .context("fetching the SVID from the SPIFFE Workload API")?;
+    Ok(Arc::new(source))
+}
+
+fn trust_roots(args: &CommonArgs) -> anyhow::Result<TrustRoots> {
+    TrustRoots::new(args.trust_root.iter().map(String::as_str)).context("invalid SPIKE_TRUST_ROOT")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".spike")
+        .join("data")
+}
+
+async fn run_nexus(args: NexusArgs) -> anyhow::Result<()> {
+    let roots = trust_roots(&args.common)?;
+    let source = identity(&args.common).await?;
+    let server_tls = spike_tls::server_config(
+        Arc::clone(&source),
+        PeerPolicy::TrustDomains(roots.domains().to_vec()),
+    )
+    .context("building the server TLS config")?;
+    // Shares go only to the exact Keeper role IDs of the trust roots.
+    let keeper_ids = roots
+        .domains()
+        .iter()
+        .map(|td| Role::Keeper.id_in(td))
+        .collect::<Result<Vec<SpiffeId>, _>>()?;
+    let client_tls = spike_tls::client_config(Arc::clone(&source), PeerPolicy::Exact(keeper_ids))
+        .context("building the Keeper client TLS config")?;
+    let keepers: Arc<[KeeperClient]> = args
+        .keeper_peers
+        .iter()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| KeeperClient::with_tls(u.trim(), (*client_tls).clone()))
+        .collect::<Result<Vec<_>, _>>()?
+        .into();
+
+    let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    create_private_dir(&dir)?;
+    let store = spike_storage::RedbStore::open(dir.join("spike.redb"))
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    let audit: Arc<dyn spike_core::AuditSink> = match &args.audit_log {
+        Some(path) => Arc::new(
+            JsonLinesSink::file(path)
+                .with_context(|| format!("opening the audit log {}", path.display()))?,
+        ),
+        None => Arc::new(JsonLinesSink::stderr()),
+    };
+    let nexus = Nexus::builder(Arc::new(store))
+        .trust_roots(roots)
+        .shares(args.shares, args.threshold)
+        .audit(audit, AuditOptions::default())
+        .open()
+        .await
+        .context("opening Nexus")?;
+
+    // Serve at once: while sealed, data routes answer 503 and an operator
+    // can still restore shares.
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    tracing::info!(addr = %args.addr, keepers = keepers.len(), "Nexus listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let lifecycle = tokio::spawn(lifecycle(
+        nexus.clone(),
+        Arc::clone(&keepers),
+        args.threshold,
+        args.keeper_update_interval,
+        stop_rx,
+    ));
+    let app = nexus_api::router(NexusState::new(nexus.clone()));
+    let served = serve::serve(listener, server_tls, app, shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    lifecycle.abort();
+    nexus.close().await;
+    served.context("serving")
+}
+
+/// Unseals (or initialises) in the background, then pushes shares
+/// periodically.
+async fn lifecycle(
+    nexus: Nexus,
+    keepers: Arc<[KeeperClient]>,
+    threshold: u8,
+    interval: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    match nexus.status() {
+        Status::Uninitialized => match nexus.init().await {
+            Ok(_) if keepers.is_empty() => tracing::warn!(
+                "initialised with no Keepers configured: run `spike operator recover` \
+                 now, or the root key is lost when this process stops"
+            ),
+            Ok(_) => {
+                if let Err(e) = shards::push_until(&nexus, &keepers, usize::from(threshold)).await {
+                    tracing::error!(error = %e, "pushing the first shares failed");
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "init failed");
+                return;
+            }
+        },
+        Status::Sealed { .. } if keepers.is_empty() => {
+            tracing::warn!(
+                "sealed and no Keepers configured: waiting for `spike operator restore`"
+            );
+        }
+        Status::Sealed { .. } => {
+            if let Err(e) = shards::pull_and_unseal(&nexus, &keepers, threshold).await {
+                tracing::error!(error = %e, "unseal from Keepers failed");
+                return;
+            }
+        }
+        _ => {}
+    }
+    if keepers.is_empty() {
+        return;
+    }
+    let mut stop = stop;
+    let _ = shards::spawn_push_loop(nexus, keepers, interval, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })
+    .await;
+}
+
+async fn run_keeper(args: KeeperArgs) -> anyhow::Result<()> {
+    let roots = trust_roots(&args.common)?;
+    let source = identity(&args.common).await?;
+    let tls = spike_tls::server_config(source, PeerPolicy::TrustDomains(roots.domains().to_vec()))
+        .context("building the server TLS config")?;
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("binding {}", args.addr))?;
+    tracing::info!(addr = %args.addr, "Keeper listening");
+    let app = keeper_api::router(KeeperState::new(roots));
+    serve::serve(listener, tls, app, shutdown_signal())
+        .await
+        .context("serving")
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}

@@ -1,0 +1,145 @@
+//! Prometheus metrics: request counts by route, action and status, a
+//! latency histogram, and a state gauge (sealed for Nexus, share held for a
+//! Keeper). Served at `GET /metrics` in the OpenMetrics text format.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    action: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~26 s.
+    Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+}
+
+/// The metrics of one server.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    state: Gauge,
+    routes: &'static [&'static str],
+}
+
+/// `?action=` values counted by name; anything else is `other`.
+const ACTIONS: [&str; 6] = ["get", "delete", "undelete", "list", "destroy", "none"];
+
+impl Metrics {
+    /// Metrics for a server serving `routes`; `state_name`/`state_help`
+    /// name its state gauge.
+    pub(crate) fn new(
+        routes: &'static [&'static str],
+        state_name: &'static str,
+        state_help: &'static str,
+    ) -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency: Family<RouteLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        let state = Gauge::default();
+        let mut registry = Registry::default();
+        registry.register(
+            "spike_http_requests",
+            "HTTP requests answered, by route, action and status",
+            requests.clone(),
+        );
+        registry.register(
+            "spike_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route",
+            latency.clone(),
+        );
+        registry.register(state_name, state_help, state.clone());
+        Self {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+            state,
+            routes,
+        }
+    }
+
+    /// The route label of `path`: a known route, or `other` (bounded
+    /// cardinality whatever clients send).
+    pub(crate) fn route_label(&self, path: &str) -> &'static str {
+        self.routes
+            .iter()
+            .copied()
+            .find(|r| *r == path)
+            .unwrap_or("other")
+    }
+
+    /// The action label of a query string.
+    pub(crate) fn action_label(&self, query: Option<&str>) -> &'static str {
+        let action = query.and_then(|q| {
+            q.split('&')
+                .filter_map(|kv| kv.strip_prefix("action="))
+                .next_back()
+        });
+        match action {
+            None | Some("") => "none",
+            Some(a) => ACTIONS.iter().copied().find(|k| *k == a).unwrap_or("other"),
+        }
+    }
+
+    pub(crate) fn observe(
+        &self,
+        route: &'static str,
+        action: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route,
+                action,
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels { route })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the state gauge.
+    pub(crate) fn set_state(&self, value: i64) {
+        self.state.set(value);
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub(crate) fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        Ok(out)
+    }
+}
+
+/// The `Content-Type` of [`Metrics::encode`]'s output.
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `GET /metrics`.
+pub(crate) fn response(metrics: &Metrics) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    match metrics.encode() {
+        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(_) => crate::error::ApiError::internal().into_response(),
+    }
+}
