@@ -22,6 +22,8 @@ use spike_server::shards::{self, KeeperClient};
 use spike_server::{KeeperState, NexusState, keeper_api, nexus_api, serve};
 use spike_tls::{IdentitySource, PeerPolicy, PemSource, WorkloadApiSource};
 
+mod dev;
+
 /// spike-rs servers: Nexus (the secrets store) and Keeper (share holder).
 #[derive(Parser, Debug)]
 #[command(name = "spike-server", version, about)]
@@ -36,6 +38,9 @@ enum Command {
     Nexus(NexusArgs),
     /// Run a Keeper: holds one root-key share for Nexus, in memory only.
     Keeper(KeeperArgs),
+    /// Development: Nexus, three Keepers and a development CA on loopback,
+    /// in one command (never for production).
+    Dev(dev::DevArgs),
 }
 
 #[derive(Args, Debug)]
@@ -139,6 +144,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Nexus(args) => run_nexus(args).await,
             Command::Keeper(args) => run_keeper(args).await,
+            Command::Dev(args) => dev::run(args).await,
         }
     })
 }
@@ -169,7 +175,7 @@ fn trust_roots(args: &CommonArgs) -> anyhow::Result<TrustRoots> {
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -204,32 +210,56 @@ fn default_data_dir() -> PathBuf {
 async fn run_nexus(args: NexusArgs) -> anyhow::Result<()> {
     let roots = trust_roots(&args.common)?;
     let source = identity(&args.common).await?;
+    let plan = NexusPlan {
+        addr: args.addr,
+        data_dir: args.data_dir.clone().unwrap_or_else(default_data_dir),
+        keeper_peers: args.keeper_peers.clone(),
+        keeper_update_interval: args.keeper_update_interval,
+        shares: args.shares,
+        threshold: args.threshold,
+        audit_log: args.audit_log.clone(),
+        roots,
+        source,
+        dev_recovery: None,
+    };
+    serve_nexus(plan, shutdown_signal()).await
+}
+
+/// Everything a Nexus needs to run, however it was configured.
+pub(crate) struct NexusPlan {
+    pub(crate) addr: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) keeper_peers: Vec<String>,
+    pub(crate) keeper_update_interval: Duration,
+    pub(crate) shares: u8,
+    pub(crate) threshold: u8,
+    pub(crate) audit_log: Option<PathBuf>,
+    pub(crate) roots: TrustRoots,
+    pub(crate) source: Arc<dyn IdentitySource>,
+    /// `dev` only: where dev-only recovery shares are kept (see `dev.rs`).
+    pub(crate) dev_recovery: Option<PathBuf>,
+}
+
+/// Opens the store, serves the SPIKE v1 API until `shutdown`, and unseals
+/// (or initialises) in the background meanwhile.
+pub(crate) async fn serve_nexus(
+    plan: NexusPlan,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let roots = plan.roots.clone();
+    let source = Arc::clone(&plan.source);
     let server_tls = spike_tls::server_config(
         Arc::clone(&source),
         PeerPolicy::TrustDomains(roots.domains().to_vec()),
     )
     .context("building the server TLS config")?;
-    // Shares go only to the exact Keeper role IDs of the trust roots.
-    let keeper_ids = roots
-        .domains()
-        .iter()
-        .map(|td| Role::Keeper.id_in(td))
-        .collect::<Result<Vec<SpiffeId>, _>>()?;
-    let client_tls = spike_tls::client_config(Arc::clone(&source), PeerPolicy::Exact(keeper_ids))
-        .context("building the Keeper client TLS config")?;
-    let keepers: Arc<[KeeperClient]> = args
-        .keeper_peers
-        .iter()
-        .filter(|u| !u.trim().is_empty())
-        .map(|u| KeeperClient::with_tls(u.trim(), (*client_tls).clone()))
-        .collect::<Result<Vec<_>, _>>()?
-        .into();
+    let keepers = keeper_clients(&roots, &source, &plan.keeper_peers)?;
 
-    let dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let dir = plan.data_dir.clone();
     create_private_dir(&dir)?;
     let store = spike_storage::RedbStore::open(dir.join("spike.redb"))
         .with_context(|| format!("opening the store in {}", dir.display()))?;
-    let audit: Arc<dyn spike_core::AuditSink> = match &args.audit_log {
+    let audit: Arc<dyn spike_core::AuditSink> = match &plan.audit_log {
         Some(path) => Arc::new(
             JsonLinesSink::file(path)
                 .with_context(|| format!("opening the audit log {}", path.display()))?,
@@ -238,7 +268,7 @@ async fn run_nexus(args: NexusArgs) -> anyhow::Result<()> {
     };
     let nexus = Nexus::builder(Arc::new(store))
         .trust_roots(roots)
-        .shares(args.shares, args.threshold)
+        .shares(plan.shares, plan.threshold)
         .audit(audit, AuditOptions::default())
         .open()
         .await
@@ -246,43 +276,76 @@ async fn run_nexus(args: NexusArgs) -> anyhow::Result<()> {
 
     // Serve at once: while sealed, data routes answer 503 and an operator
     // can still restore shares.
-    let listener = tokio::net::TcpListener::bind(args.addr)
+    let listener = tokio::net::TcpListener::bind(plan.addr)
         .await
-        .with_context(|| format!("binding {}", args.addr))?;
-    tracing::info!(addr = %args.addr, keepers = keepers.len(), "Nexus listening");
+        .with_context(|| format!("binding {}", plan.addr))?;
+    tracing::info!(addr = %plan.addr, keepers = keepers.len(), "Nexus listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let lifecycle = tokio::spawn(lifecycle(
         nexus.clone(),
         Arc::clone(&keepers),
-        args.threshold,
-        args.keeper_update_interval,
+        plan.threshold,
+        plan.keeper_update_interval,
+        plan.dev_recovery.clone(),
         stop_rx,
     ));
     let app = nexus_api::router(NexusState::new(nexus.clone()));
-    let served = serve::serve(listener, server_tls, app, shutdown_signal()).await;
+    let served = serve::serve(listener, server_tls, app, shutdown).await;
     let _ = stop_tx.send(true);
     lifecycle.abort();
     nexus.close().await;
     served.context("serving")
 }
 
+/// Clients of the Keepers at `peers`, which must present the exact Keeper
+/// role ID of a trust root.
+pub(crate) fn keeper_clients(
+    roots: &TrustRoots,
+    source: &Arc<dyn IdentitySource>,
+    peers: &[String],
+) -> anyhow::Result<Arc<[KeeperClient]>> {
+    let keeper_ids = roots
+        .domains()
+        .iter()
+        .map(|td| Role::Keeper.id_in(td))
+        .collect::<Result<Vec<SpiffeId>, _>>()?;
+    let client_tls = spike_tls::client_config(Arc::clone(source), PeerPolicy::Exact(keeper_ids))
+        .context("building the Keeper client TLS config")?;
+    Ok(peers
+        .iter()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| KeeperClient::with_tls(u.trim(), (*client_tls).clone()))
+        .collect::<Result<Vec<_>, _>>()?
+        .into())
+}
+
 /// Unseals (or initialises) in the background, then pushes shares
-/// periodically.
+/// periodically. With `dev_recovery`, init also writes the shares there,
+/// and a Nexus that cannot get them from its Keepers soon unseals from them.
 async fn lifecycle(
     nexus: Nexus,
     keepers: Arc<[KeeperClient]>,
     threshold: u8,
     interval: Duration,
+    dev_recovery: Option<PathBuf>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) {
     match nexus.status() {
         Status::Uninitialized => match nexus.init().await {
-            Ok(_) if keepers.is_empty() => tracing::warn!(
-                "initialised with no Keepers configured: run `spike operator recover` \
-                 now, or the root key is lost when this process stops"
-            ),
-            Ok(_) => {
-                if let Err(e) = shards::push_until(&nexus, &keepers, usize::from(threshold)).await {
+            Ok(shares) => {
+                if let Some(dir) = &dev_recovery {
+                    if let Err(e) = dev::write_recovery_shares(dir, &shares) {
+                        tracing::error!(error = %e, "writing dev recovery shares failed");
+                    }
+                }
+                if keepers.is_empty() {
+                    tracing::warn!(
+                        "initialised with no Keepers configured: run `spike operator recover` \
+                         now, or the root key is lost when this process stops"
+                    );
+                } else if let Err(e) =
+                    shards::push_until(&nexus, &keepers, usize::from(threshold)).await
+                {
                     tracing::error!(error = %e, "pushing the first shares failed");
                 }
             }
@@ -291,17 +354,20 @@ async fn lifecycle(
                 return;
             }
         },
-        Status::Sealed { .. } if keepers.is_empty() => {
+        Status::Sealed { .. } if keepers.is_empty() && dev_recovery.is_none() => {
             tracing::warn!(
                 "sealed and no Keepers configured: waiting for `spike operator restore`"
             );
         }
-        Status::Sealed { .. } => {
-            if let Err(e) = shards::pull_and_unseal(&nexus, &keepers, threshold).await {
-                tracing::error!(error = %e, "unseal from Keepers failed");
-                return;
+        Status::Sealed { .. } => match &dev_recovery {
+            Some(dir) => dev::unseal(&nexus, &keepers, threshold, dir).await,
+            None => {
+                if let Err(e) = shards::pull_and_unseal(&nexus, &keepers, threshold).await {
+                    tracing::error!(error = %e, "unseal from Keepers failed");
+                    return;
+                }
             }
-        }
+        },
         _ => {}
     }
     if keepers.is_empty() {
@@ -329,7 +395,7 @@ async fn run_keeper(args: KeeperArgs) -> anyhow::Result<()> {
         .context("serving")
 }
 
-fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
