@@ -250,10 +250,10 @@ fn stop_keepers(data_dir: &Path, count: usize, children: Vec<Child>) {
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
             .and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid {
-            if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
-                tracing::debug!(keeper = index, error = %e, "Keeper already gone");
-            }
+        if let Some(pid) = pid
+            && let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        {
+            tracing::debug!(keeper = index, error = %e, "Keeper already gone");
         }
         let _ = fs::remove_file(&path);
     }
@@ -361,16 +361,16 @@ fn write_pilot_env(data_dir: &Path, nexus: &SocketAddr, td: &str) -> anyhow::Res
         &pilot.join("bundle.pem").to_string_lossy(),
     );
     // `spike` is built next to `spike-server`: put it on PATH.
-    if let Some(bin_dir) = std::env::current_exe()
+    let bin_dir = std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
+        .and_then(|e| e.parent().map(Path::to_path_buf));
+    if let Some(bin_dir) = bin_dir
+        && bin_dir.join("spike").exists()
     {
-        if bin_dir.join("spike").exists() {
-            env.push_str(&format!(
-                "export PATH={}:\"$PATH\"\n",
-                shell_quote(&bin_dir.to_string_lossy())
-            ));
-        }
+        env.push_str(&format!(
+            "export PATH={}:\"$PATH\"\n",
+            shell_quote(&bin_dir.to_string_lossy())
+        ));
     }
     let path = data_dir.join("pilot").join("env");
     fs::write(&path, env).with_context(|| format!("writing {}", path.display()))?;

@@ -333,10 +333,10 @@ async fn lifecycle(
     match nexus.status() {
         Status::Uninitialized => match nexus.init().await {
             Ok(shares) => {
-                if let Some(dir) = &dev_recovery {
-                    if let Err(e) = dev::write_recovery_shares(dir, &shares) {
-                        tracing::error!(error = %e, "writing dev recovery shares failed");
-                    }
+                if let Some(dir) = &dev_recovery
+                    && let Err(e) = dev::write_recovery_shares(dir, &shares)
+                {
+                    tracing::error!(error = %e, "writing dev recovery shares failed");
                 }
                 if keepers.is_empty() {
                     tracing::warn!(
