@@ -1,13 +1,14 @@
 //! The validated connection settings: where Nexus is, who we are, whom we
 //! accept as Nexus.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
 use spike_core::SpiffeId;
-use spike_tls::{IdentitySource, PeerPolicy, PemSource, WorkloadApiSource};
+use spike_tls::{IdentitySource, PeerPolicy, PemSource, Svid, TrustBundle, WorkloadApiSource};
+use zeroize::Zeroizing;
 
 use crate::cli::Cli;
 use crate::client::Client;
@@ -135,7 +136,7 @@ impl Config {
     pub async fn connect(&self) -> Result<(Client, SpiffeId), Error> {
         let source: Arc<dyn IdentitySource> = match &self.identity {
             Identity::Pem { cert, key, ca } => {
-                Arc::new(PemSource::load(cert, key, ca).map_err(|e| {
+                Arc::new(pem_source(cert, key, ca, &self.nexus_ids).map_err(|e| {
                     Error::Identity(format!(
                         "cannot load the Pilot SVID from --cert {} / --key {} / --ca {}: {e}",
                         cert.display(),
@@ -166,4 +167,31 @@ impl Config {
             Client::new(self.nexus.clone(), tls).map_err(|e| Error::Config(e.to_string()))?;
         Ok((client, me))
     }
+}
+
+/// The Pilot's SVID from `cert`/`key`, trusting `ca` as the bundle of Nexus's
+/// trust domain(s) (those of `nexus_ids`) and of the SVID's own.
+///
+/// Not `PemSource::load`: it takes the bundle for the SVID's own trust
+/// domain only, so a Pilot from another trust domain could never verify
+/// Nexus with `--ca`.
+fn pem_source(
+    cert: &Path,
+    key: &Path,
+    ca: &Path,
+    nexus_ids: &[SpiffeId],
+) -> Result<PemSource, String> {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let key_pem = Zeroizing::new(read(key)?);
+    let svid = Svid::from_pem(&read(cert)?, &key_pem).map_err(|e| e.to_string())?;
+    let ca_pem = read(ca)?;
+    let mut domains: Vec<&str> = nexus_ids.iter().map(SpiffeId::trust_domain).collect();
+    domains.push(svid.id().trust_domain());
+    let mut bundles: Vec<TrustBundle> = Vec::new();
+    for td in domains {
+        if bundles.iter().all(|b| b.trust_domain() != td) {
+            bundles.push(TrustBundle::from_pem(td, &ca_pem).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(PemSource::new(svid, bundles))
 }

@@ -39,6 +39,8 @@ mod error;
 mod identity;
 mod source;
 mod svid;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod verify;
 
 pub use config::{client_config, peer_id, server_config};
