@@ -11,7 +11,9 @@ use crate::nexus::{Access, Nexus, StoredConfig, Unsealed};
 use crate::path::{SecretPath, normalize, parse_folder};
 use crate::policy::{ACL_PATH, Permission, SECRET_LIST_PATH};
 use crate::record::{self, Header, Kind};
-use crate::secrets::{self, KvConfig, Secret, SecretData, SettingsUpdate, Version, VersionRead};
+use crate::secrets::{
+    self, KvConfig, Secret, SecretData, SecretSettings, SettingsUpdate, Version, VersionRead,
+};
 use crate::time::Timestamp;
 use crate::writer::Mutation;
 
@@ -71,6 +73,34 @@ impl Nexus {
         self.audit(caller, "secret.get", Some(path), decision, started, result)
     }
 
+    /// As [`Nexus::get_secret`], with the secret's metadata (settings,
+    /// versions; no data accessor) from the same snapshot: what a Vault KV
+    /// v2 read answers. Audited as one `secret.get`.
+    pub fn get_secret_with_metadata(
+        &self,
+        caller: &Caller,
+        path: &str,
+        version: u64,
+    ) -> Result<(VersionRead, Arc<Secret>), Error> {
+        let started = Instant::now();
+        let mut decision = Decision::Deny;
+        let result = self.with_unsealed(|u| {
+            let path = normalize(path)?;
+            let wanted = Access {
+                path,
+                permission: Permission::Read,
+            };
+            decision = self.authorize(u, caller, wanted)?;
+            let secrets = u.secrets.read().unwrap_or_else(|p| p.into_inner());
+            let secret = secrets.get(path).ok_or(Error::NotFound)?;
+            let read = secret
+                .read(version, Timestamp::now())
+                .ok_or(Error::NotFound)?;
+            Ok((read, Arc::clone(secret)))
+        });
+        self.audit(caller, "secret.get", Some(path), decision, started, result)
+    }
+
     /// The metadata and every retained version of the secret at `path`.
     ///
     /// Needs `read`. The returned [`Secret`] carries no data accessor: its
@@ -106,6 +136,50 @@ impl Nexus {
             let next = secrets::write(existing, data, options.cas, mount, now)?;
             let version = next.versions.last().cloned().ok_or(Error::NotFound)?;
             Ok((Next::Put(next), version))
+        })
+        .await
+    }
+
+    /// As [`Nexus::put_secret`], also returning the secret's settings after
+    /// the write (a Vault KV v2 write answers its `custom_metadata`).
+    pub async fn put_secret_with_metadata(
+        &self,
+        caller: &Caller,
+        path: &str,
+        data: SecretData,
+        options: WriteOptions,
+    ) -> Result<(Version, SecretSettings), Error> {
+        self.change_secret(caller, "secret.put", path, |existing, mount, now| {
+            let next = secrets::write(existing, data, options.cas, mount, now)?;
+            let version = next.versions.last().cloned().ok_or(Error::NotFound)?;
+            let settings = next.settings.clone();
+            Ok((Next::Put(next), (version, settings)))
+        })
+        .await
+    }
+
+    /// Applies a JSON merge patch (RFC 7386) to the current version's data
+    /// and writes the result as a new version, atomically (under the path
+    /// lock). Needs `write` only, as Vault's `patch` capability. A secret
+    /// whose current version is missing, deleted or destroyed is
+    /// [`Error::NotFound`].
+    pub async fn patch_secret(
+        &self,
+        caller: &Caller,
+        path: &str,
+        patch: &serde_json::Map<String, serde_json::Value>,
+        options: WriteOptions,
+    ) -> Result<(Version, SecretSettings), Error> {
+        self.change_secret(caller, "secret.patch", path, |existing, mount, now| {
+            let secret = existing.ok_or(Error::NotFound)?;
+            let Some(VersionRead::Live { data, .. }) = secret.read(0, now) else {
+                return Err(Error::NotFound);
+            };
+            let merged = secrets::merge_patch(&data, patch)?;
+            let next = secrets::write(existing, merged, options.cas, mount, now)?;
+            let version = next.versions.last().cloned().ok_or(Error::NotFound)?;
+            let settings = next.settings.clone();
+            Ok((Next::Put(next), (version, settings)))
         })
         .await
     }

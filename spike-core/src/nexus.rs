@@ -315,6 +315,17 @@ impl Nexus {
         }
     }
 
+    /// The Shamir split `(threshold, shares)`: the one of the initialised
+    /// store when sealed, else the configured one (`sys/seal-status`).
+    pub fn shamir(&self) -> (u8, u8) {
+        match self.status() {
+            Status::Sealed {
+                threshold, shares, ..
+            } => (threshold, shares),
+            _ => (self.inner.config.threshold, self.inner.config.shares),
+        }
+    }
+
     /// The trust roots whose role IDs are honoured.
     pub fn trust_roots(&self) -> &TrustRoots {
         &self.inner.config.trust_roots

@@ -425,6 +425,51 @@ pub(crate) fn destroy(secret: &Secret, versions: &[u64], now: Timestamp) -> Opti
     })
 }
 
+/// `data` with the JSON merge patch `patch` (RFC 7386) applied: `null`
+/// removes a key, an object merges recursively, anything else replaces.
+pub(crate) fn merge_patch(
+    data: &SecretData,
+    patch: &Map<String, Value>,
+) -> Result<SecretData, InputError> {
+    fn merge(target: &mut Map<String, Value>, patch: &Map<String, Value>) {
+        for (k, v) in patch {
+            match v {
+                Value::Null => {
+                    target.remove(k);
+                }
+                Value::Object(p) => {
+                    let slot = target
+                        .entry(k.clone())
+                        .or_insert_with(|| Value::Object(Map::new()));
+                    if !slot.is_object() {
+                        *slot = Value::Object(Map::new());
+                    }
+                    if let Value::Object(t) = slot {
+                        merge(t, p);
+                    }
+                }
+                other => {
+                    target.insert(k.clone(), other.clone());
+                }
+            }
+        }
+    }
+    let mut object = data.to_object();
+    merge(&mut object, patch);
+    let out = SecretData::from_object(&object);
+    zeroize_object(object);
+    out
+}
+
+/// Best-effort wipe of a decoded copy of secret data.
+fn zeroize_object(object: Map<String, Value>) {
+    for (_, v) in object {
+        if let Value::String(mut s) = v {
+            s.zeroize();
+        }
+    }
+}
+
 /// The state after updating settings (creating metadata-only if absent).
 pub(crate) fn update_settings(
     existing: Option<&Secret>,
@@ -581,6 +626,21 @@ mod tests {
             ..SettingsUpdate::default()
         };
         assert!(long_value.validate().is_err());
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc7386() {
+        let obj = |v: Value| v.as_object().cloned().unwrap();
+        let d = SecretData::from_object(&obj(
+            serde_json::json!({"a": "1", "b": "2", "o": {"x": 1, "y": 2}}),
+        ))
+        .unwrap();
+        let patch = obj(serde_json::json!({"a": null, "c": "3", "o": {"x": null, "z": 3}}));
+        let out = merge_patch(&d, &patch).unwrap().to_object();
+        assert_eq!(
+            Value::Object(out),
+            serde_json::json!({"b": "2", "c": "3", "o": {"y": 2, "z": 3}})
+        );
     }
 
     #[test]

@@ -340,7 +340,8 @@ pub(crate) async fn unseal(nexus: &Nexus, keepers: &[KeeperClient], threshold: u
     }
 }
 
-/// `DATA_DIR/pilot/env`: what `spike` needs, as shell exports.
+/// `DATA_DIR/pilot/env`: what `spike` and Vault clients need, as shell
+/// exports.
 fn write_pilot_env(data_dir: &Path, nexus: &SocketAddr, td: &str) -> anyhow::Result<PathBuf> {
     let pilot = data_dir.join("pilot").join("superuser");
     let mut env = String::from(
@@ -359,6 +360,18 @@ fn write_pilot_env(data_dir: &Path, nexus: &SocketAddr, td: &str) -> anyhow::Res
     export(
         "SPIKE_PILOT_CA",
         &pilot.join("bundle.pem").to_string_lossy(),
+    );
+    // Vault clients (`bao`/`vault kv`, hvac, vaultrs) against the Vault
+    // KV v2 API, authenticated by the superuser SVID.
+    export("VAULT_ADDR", &format!("https://{nexus}"));
+    export("VAULT_CACERT", &pilot.join("bundle.pem").to_string_lossy());
+    export(
+        "VAULT_CLIENT_CERT",
+        &pilot.join("svid.pem").to_string_lossy(),
+    );
+    export(
+        "VAULT_CLIENT_KEY",
+        &pilot.join("svid.key").to_string_lossy(),
     );
     // `spike` is built next to `spike-server`: put it on PATH.
     let bin_dir = std::env::current_exe()

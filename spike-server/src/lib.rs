@@ -4,7 +4,8 @@
 //! build plain axum routers over their state, so tests call them without a
 //! socket; [`serve::serve`] runs a router behind SPIFFE mTLS, putting the
 //! peer's SPIFFE ID into every request as [`PeerIdentity`]; [`shards`]
-//! moves root-key shares between Nexus and its Keepers.
+//! moves root-key shares between Nexus and its Keepers. The Nexus router
+//! also serves the Vault KV v2-compatible API (SPEC §7.2) next to SPIKE v1.
 //!
 //! ```no_run
 //! # async fn demo(store: std::sync::Arc<dyn spike_storage::BackingStore>) -> Result<(), Box<dyn std::error::Error>> {
@@ -22,6 +23,7 @@ mod metrics;
 pub mod nexus_api;
 pub mod serve;
 pub mod shards;
+mod vault_api;
 
 pub use error::ApiError;
 pub use http::{PeerAddr, PeerIdentity, REQUEST_TIMEOUT};

@@ -75,7 +75,8 @@ impl NexusState {
 
 type ApiResult = Result<Response, ApiError>;
 
-/// The Nexus router: SPIKE v1 API, `/healthz`, `/readyz`, `/metrics`, in
+/// The Nexus router: SPIKE v1 API, the Vault KV v2 API (`/v1/secret/`,
+/// `/v1/sys/`, `/v1/auth/`), `/healthz`, `/readyz`, `/metrics`, in
 /// the one middleware stack (2 MiB body limit, 30 s timeout,
 /// `Cache-Control: no-store` on every answer).
 pub fn router(state: NexusState) -> Router {
@@ -91,7 +92,8 @@ pub fn router(state: NexusState) -> Router {
         .route(routes::HEALTHZ, get(healthz))
         .route(routes::READYZ, get(readyz))
         .route(routes::METRICS, get(metrics_route))
-        .with_state(state);
+        .with_state(state.clone())
+        .merge(crate::vault_api::routes(state.nexus));
     stack(api, metrics)
 }
 

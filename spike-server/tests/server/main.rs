@@ -10,3 +10,4 @@ mod nexus_routes;
 mod shards;
 mod support;
 mod tls;
+mod vault_routes;

