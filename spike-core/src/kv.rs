@@ -315,8 +315,10 @@ impl Nexus {
 
     /// The immediate children of `folder` (`""` = the root), folders with a
     /// trailing `/`, sorted, keeping only entries the caller may `list`
-    /// (a caller with `list` on `spike/system/secret` sees all). An empty
-    /// result is [`Error::NotFound`], as in Vault.
+    /// (a caller with `list` on `spike/system/secret` sees all). When
+    /// nothing is visible the answer is, as in Vault, [`Error::NotFound`] for
+    /// a caller allowed to `list` the folder itself (`a/b/`; `""` for the
+    /// root) and [`Error::Denied`] for anyone else.
     pub fn list_secrets(&self, caller: &Caller, folder: &str) -> Result<Vec<String>, Error> {
         let started = Instant::now();
         let mut decision = Decision::Deny;
@@ -376,7 +378,21 @@ impl Nexus {
                     decision = d.clone();
                     Err(Error::NotFound)
                 }
-                (Err(_), true) => Err(Error::NotFound),
+                // Nothing visible: as in Vault, whoever may list the folder
+                // itself learns it is empty; anyone else is denied.
+                (Err(_), true) => {
+                    let folder = Access {
+                        path: &prefix,
+                        permission: Permission::List,
+                    };
+                    match self.authorize(u, caller, folder) {
+                        Ok(d) => {
+                            decision = d;
+                            Err(Error::NotFound)
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
             }
         });
         self.audit(

@@ -59,7 +59,7 @@ async fn workloads_are_denied_by_default() {
         Error::Denied
     );
     assert!(nexus.list_all_secrets(&caller(APP)).unwrap().is_empty());
-    assert_err!(nexus.list_secrets(&caller(APP), ""), Error::NotFound);
+    assert_err!(nexus.list_secrets(&caller(APP), ""), Error::Denied);
     assert_err!(
         nexus.list_policies(&caller(APP), &PolicyFilter::default()),
         Error::Denied
@@ -231,7 +231,11 @@ async fn listing_is_filtered_per_path() {
         nexus.list_secrets(&caller(APP), "db").unwrap(),
         ["a", "b", "x/"]
     );
-    assert_err!(nexus.list_secrets(&caller(APP), "web"), Error::NotFound);
+    // Nothing visible under a folder the caller may not list: denied, as
+    // Vault answers 403 there.
+    assert_err!(nexus.list_secrets(&caller(APP), "web"), Error::Denied);
+    // An empty folder the caller may list: not found.
+    assert_err!(nexus.list_secrets(&caller(APP), "db/none"), Error::NotFound);
     let root = nexus.list_secrets(&caller(APP), "").unwrap();
     assert!(!root.contains(&"web/".to_owned()) && !root.contains(&"top".to_owned()));
     // Listing grants no read.
@@ -451,7 +455,7 @@ async fn built_in_roles_other_than_superuser_get_no_data() {
     ] {
         assert_err!(read(&nexus, role, "db/a"), Error::Denied);
         assert_err!(write(&nexus, role, "db/a").await, Error::Denied);
-        assert_err!(nexus.list_secrets(&caller(role), ""), Error::NotFound);
+        assert_err!(nexus.list_secrets(&caller(role), ""), Error::Denied);
         assert_err!(
             nexus.list_policies(&caller(role), &PolicyFilter::default()),
             Error::Denied
