@@ -25,6 +25,14 @@ pub struct WriteOptions {
     pub cas: Option<u64>,
 }
 
+/// Stores `next` (just given a new version) and answers that version and
+/// the secret's settings.
+fn new_version(next: Secret) -> Result<(Next, (Version, SecretSettings)), Error> {
+    let version = next.versions.last().cloned().ok_or(Error::NotFound)?;
+    let settings = next.settings.clone();
+    Ok((Next::Put(next), (version, settings)))
+}
+
 /// What a secret write leaves behind.
 enum Next {
     /// Nothing changes (no commit).
@@ -132,12 +140,9 @@ impl Nexus {
         data: SecretData,
         options: WriteOptions,
     ) -> Result<Version, Error> {
-        self.change_secret(caller, "secret.put", path, |existing, mount, now| {
-            let next = secrets::write(existing, data, options.cas, mount, now)?;
-            let version = next.versions.last().cloned().ok_or(Error::NotFound)?;
-            Ok((Next::Put(next), version))
-        })
-        .await
+        self.put_secret_with_metadata(caller, path, data, options)
+            .await
+            .map(|(version, _)| version)
     }
 
     /// As [`Nexus::put_secret`], also returning the secret's settings after
@@ -150,10 +155,7 @@ impl Nexus {
         options: WriteOptions,
     ) -> Result<(Version, SecretSettings), Error> {
         self.change_secret(caller, "secret.put", path, |existing, mount, now| {
-            let next = secrets::write(existing, data, options.cas, mount, now)?;
-            let version = next.versions.last().cloned().ok_or(Error::NotFound)?;
-            let settings = next.settings.clone();
-            Ok((Next::Put(next), (version, settings)))
+            new_version(secrets::write(existing, data, options.cas, mount, now)?)
         })
         .await
     }
@@ -176,10 +178,7 @@ impl Nexus {
                 return Err(Error::NotFound);
             };
             let merged = secrets::merge_patch(&data, patch)?;
-            let next = secrets::write(existing, merged, options.cas, mount, now)?;
-            let version = next.versions.last().cloned().ok_or(Error::NotFound)?;
-            let settings = next.settings.clone();
-            Ok((Next::Put(next), (version, settings)))
+            new_version(secrets::write(existing, merged, options.cas, mount, now)?)
         })
         .await
     }
