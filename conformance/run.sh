@@ -4,8 +4,12 @@
 # (conformance/vault_kv.py). Prints a per-step table; exits non-zero on any
 # DIFF. Starts everything on free loopback ports and always stops it.
 #
+# Then the `vaultrs` crate (conformance/vaultrs/, its own workspace and
+# Cargo.lock) against the same Nexus: one row per vaultrs call.
+#
 # Env: CONFORMANCE_VENV (default target/conformance-venv) is reused between
-# runs; SPIKE_BIN_DIR skips the cargo build and uses binaries from there.
+# runs; SPIKE_BIN_DIR skips the cargo build and uses binaries from there;
+# VAULTRS_BIN skips the vaultrs build.
 set -euo pipefail
 
 HVAC_VERSION=2.4.0
@@ -41,6 +45,15 @@ if [[ -n ${SPIKE_BIN_DIR:-} ]]; then
 else
     cargo build --quiet -p spike-server -p spike-cli
     bin=$root/target/debug
+fi
+# Built into the main target dir: it shares the compiled dependencies
+# (reqwest, rustls, aws-lc-sys, tokio, ...) with the workspace; its own
+# Cargo.lock pins them to the workspace's versions.
+if [[ -n ${VAULTRS_BIN:-} ]]; then
+    vaultrs_bin=$VAULTRS_BIN
+else
+    cargo build --quiet --locked --manifest-path conformance/vaultrs/Cargo.toml --target-dir "$root/target"
+    vaultrs_bin=$root/target/debug/spike-conformance-vaultrs
 fi
 
 free_ports() {
@@ -88,9 +101,22 @@ fi
 "$bin/spike-server" dev mint --data-dir "$data" \
     --id spiffe://spike.ist/workload/nopolicy --out "$work/nopolicy" >/dev/null
 
+rc=0
 "$venv/bin/python" "$root/conformance/vault_kv.py" \
     --bao "http://127.0.0.1:$bao_port" \
     --nexus "https://127.0.0.1:$nexus_port" \
     --cert "$su/svid.pem" --key "$su/svid.key" --ca "$su/bundle.pem" \
     --nopolicy-cert "$work/nopolicy/svid.pem" --nopolicy-key "$work/nopolicy/svid.key" \
-    --bao-bin "$bao" --spike-bin "$bin/spike"
+    --bao-bin "$bao" --spike-bin "$bin/spike" || rc=1
+
+# vaultrs, configured as any Vault client by the VAULT_* variables that
+# `spike-server dev` exports in pilot/env (no token: the client SVID).
+echo
+(
+    unset VAULT_TOKEN VAULT_CAPATH VAULT_SKIP_VERIFY
+    # shellcheck source=/dev/null
+    . "$data/pilot/env"
+    exec "$vaultrs_bin" --nopolicy-cert "$work/nopolicy/svid.pem" \
+        --nopolicy-key "$work/nopolicy/svid.key"
+) || rc=1
+exit $rc
