@@ -24,6 +24,54 @@ use crate::metrics::Metrics;
 /// How long a request may take, body upload included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a client may take to send a request's body. Shorter than
+/// [`REQUEST_TIMEOUT`], so that a client that stalls its upload gets a 4xx
+/// (its fault), not the 500 of a request that timed out.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why a request body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// More than [`spike_api::MAX_BODY_BYTES`], announced or sent; or the
+    /// upload failed.
+    TooLarge,
+    /// Not sent within [`BODY_READ_TIMEOUT`].
+    TimedOut,
+}
+
+/// Reads a request body of at most [`spike_api::MAX_BODY_BYTES`]. A
+/// `Content-Length` above the limit is refused before any byte is read (a
+/// client announcing 10 GiB and sending nothing must not hold the request
+/// until [`REQUEST_TIMEOUT`]).
+pub(crate) async fn read_body(
+    headers: &axum::http::HeaderMap,
+    body: axum::body::Body,
+) -> Result<Bytes, BodyError> {
+    let announced = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > spike_api::MAX_BODY_BYTES as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, spike_api::MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "request body refused");
+            Err(BodyError::TooLarge)
+        }
+        Err(_) => {
+            tracing::debug!("request body not sent in time");
+            Err(BodyError::TimedOut)
+        }
+    }
+}
+
 /// The verified SPIFFE ID of the connection's peer. The TLS layer
 /// ([`crate::serve`]) inserts it into every request's extensions; a request
 /// without it is answered 401.
@@ -85,14 +133,12 @@ pub(crate) struct Body(pub(crate) Bytes);
 impl<S: Send + Sync> FromRequest<S> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Bytes::from_request(req, state).await {
-            Ok(b) => Ok(Body(b)),
-            Err(e) => {
-                tracing::debug!(error = %e, "request body refused");
-                Err(ApiError::bad_request())
-            }
-        }
+    async fn from_request(req: Request, _: &S) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        read_body(&parts.headers, body)
+            .await
+            .map(Body)
+            .map_err(|_| ApiError::bad_request())
     }
 }
 

@@ -17,6 +17,7 @@
 //! ```
 
 mod error;
+pub mod hardening;
 mod http;
 pub mod keeper_api;
 mod metrics;

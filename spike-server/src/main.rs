@@ -117,6 +117,9 @@ fn main() -> ExitCode {
         }
     };
     init_tracing();
+    // Before any key or secret is in memory; `dev`'s Keepers are separate
+    // `spike-server keeper` processes and harden themselves.
+    let _ = spike_server::hardening::harden_process();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -9,7 +9,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod bad_input;
 mod cli;
+mod hygiene;
 mod lifecycle;
 mod policies;
 mod roles;

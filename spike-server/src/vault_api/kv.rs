@@ -23,10 +23,14 @@ const PREFIX: &str = "/v1/secret/";
 /// Every `/v1/secret/...` request.
 pub(super) async fn handle(State(s): State<VaultState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, spike_api::MAX_BODY_BYTES).await {
+    let body = match crate::http::read_body(&parts.headers, body).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(crate::http::BodyError::TooLarge) => {
             return VaultError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                .into_response();
+        }
+        Err(crate::http::BodyError::TimedOut) => {
+            return VaultError::new(StatusCode::REQUEST_TIMEOUT, "request body not sent in time")
                 .into_response();
         }
     };
@@ -245,8 +249,11 @@ async fn metadata(
             let body =
                 body_object(body).ok_or_else(|| VaultError::bad_request("invalid request body"))?;
             let mut update = settings_update(&body)?;
-            if let Some(Value::Object(m)) = body.get("custom_metadata") {
-                update.custom_metadata = Some(string_map(m)?);
+            match body.get("custom_metadata") {
+                Some(Value::Object(m)) => update.custom_metadata = Some(string_map(m)?),
+                None | Some(Value::Null) => {}
+                // A string, number or list: refused, not ignored.
+                Some(_) => return Err(bad_custom_metadata()),
             }
             n.update_secret_metadata(caller, path, update).await?;
             Ok(no_content())
@@ -257,6 +264,12 @@ async fn metadata(
             let body =
                 body_object(body).ok_or_else(|| VaultError::bad_request("invalid request body"))?;
             let mut update = settings_update(&body)?;
+            if !matches!(
+                body.get("custom_metadata"),
+                None | Some(Value::Null | Value::Object(_))
+            ) {
+                return Err(bad_custom_metadata());
+            }
             let current = n.secret_metadata(caller, path)?;
             if let Some(Value::Object(patch)) = body.get("custom_metadata") {
                 let mut merged = current.settings.custom_metadata.clone();
