@@ -23,9 +23,8 @@ use crate::error::{Error, InputError};
 use crate::keyring::CIPHER_KEY;
 use crate::nexus::{Access, Keys, Nexus, Unsealed};
 use crate::policy::{CIPHER_PATH, Permission};
-use crate::record::{self, Header, Kind, RecordError};
-use crate::secrets::{MAX_DATA_LEN, next_revision};
-use crate::time::Timestamp;
+use crate::record::{self, Kind, RecordError};
+use crate::secrets::MAX_DATA_LEN;
 use crate::writer::Mutation;
 
 /// The first byte of every ciphertext.
@@ -94,36 +93,21 @@ pub(crate) fn cipher_key_mutation(
 ) -> Result<Mutation, Error> {
     let generation = u.writer.generation();
     let existing = u.cipher_key();
-    let keys = u.keys();
-    let current = Arc::clone(&keys.current);
     let mut m = Mutation::new(generation);
-    if existing.key.is_some() {
-        let old_keys = keys.for_epoch(existing.epoch).ok_or(Error::Tampered {
-            what: "cipher key record sealed under an unknown epoch".to_owned(),
-        })?;
-        let old = Header {
-            kind: Kind::CipherKey,
-            epoch: existing.epoch,
-            revision: existing.revision,
-        };
-        m.retire(old_keys, CIPHER_KEY, &old, false);
-    }
-    drop(keys);
-    let header = Header {
-        kind: Kind::CipherKey,
-        epoch: current.epoch,
-        revision: next_revision(existing.revision, Timestamp::now()),
-    };
-    m.put(
-        &current,
-        CIPHER_KEY.to_vec(),
-        header,
+    let header = m.replace_singleton(
+        &u.keys(),
+        CIPHER_KEY,
+        Kind::CipherKey,
+        existing
+            .key
+            .is_some()
+            .then_some((existing.epoch, existing.revision)),
         key.raw.expose_secret(),
     )?;
     let stored = StoredCipherKey {
         key: Some(key),
         revision: header.revision,
-        epoch: current.epoch,
+        epoch: header.epoch,
     };
     let target = Arc::clone(u);
     Ok(m.on_commit(move || {

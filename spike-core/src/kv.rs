@@ -484,36 +484,20 @@ fn access(path: &SecretPath, permission: Permission) -> Access<'_> {
 pub(crate) fn config_mutation(u: &Arc<Unsealed>, config: KvConfig) -> Result<Mutation, Error> {
     let generation = u.writer.generation();
     let existing = u.kv_config();
-    let keys = u.keys();
-    let current = Arc::clone(&keys.current);
     let mut m = Mutation::new(generation);
-    if existing.stored {
-        let old_keys = keys.for_epoch(existing.epoch).ok_or(Error::Tampered {
-            what: "config record sealed under an unknown epoch".to_owned(),
-        })?;
-        let old = Header {
-            kind: Kind::Config,
-            epoch: existing.epoch,
-            revision: existing.revision,
-        };
-        m.retire(old_keys, CONFIG_KEY, &old, false);
-    }
-    drop(keys);
-    let header = Header {
-        kind: Kind::Config,
-        epoch: current.epoch,
-        revision: secrets::next_revision(existing.revision, Timestamp::now()),
-    };
-    m.put(
-        &current,
-        CONFIG_KEY.to_vec(),
-        header,
+    let header = m.replace_singleton(
+        &u.keys(),
+        CONFIG_KEY,
+        Kind::Config,
+        existing
+            .stored
+            .then_some((existing.epoch, existing.revision)),
         &record::encode_config(&config),
     )?;
     let stored = StoredConfig {
         config,
         revision: header.revision,
-        epoch: current.epoch,
+        epoch: header.epoch,
         stored: true,
     };
     let target = Arc::clone(u);

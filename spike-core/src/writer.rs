@@ -24,7 +24,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 use crate::keyring::{EpochKeys, MANIFEST_KEY, xor_into};
-use crate::record::{self, Header, Manifest};
+use crate::nexus::Keys;
+use crate::record::{self, Header, Kind, Manifest};
+use crate::secrets::next_revision;
+use crate::time::Timestamp;
 
 /// Most mutations in one commit.
 const MAX_GROUP: usize = 1024;
@@ -98,6 +101,38 @@ impl Mutation {
         self.count_delta += 1;
         self.batch.put(storage_key, sealed);
         Ok(())
+    }
+
+    /// Replaces a singleton record at a fixed storage key (the KV config,
+    /// the cipher key): retires the copy stored as `previous` = (epoch,
+    /// revision), if any, and seals `plaintext` under the current epoch with
+    /// the next revision. Returns the new record's header.
+    pub(crate) fn replace_singleton(
+        &mut self,
+        keys: &Keys,
+        storage_key: &[u8],
+        kind: Kind,
+        previous: Option<(u32, u64)>,
+        plaintext: &[u8],
+    ) -> Result<Header, Error> {
+        if let Some((epoch, revision)) = previous {
+            let old_keys = keys.for_epoch(epoch).ok_or_else(|| Error::Tampered {
+                what: format!("{kind:?} record sealed under an unknown epoch"),
+            })?;
+            let old = Header {
+                kind,
+                epoch,
+                revision,
+            };
+            self.retire(old_keys, storage_key, &old, false);
+        }
+        let header = Header {
+            kind,
+            epoch: keys.current.epoch,
+            revision: next_revision(previous.map_or(0, |(_, r)| r), Timestamp::now()),
+        };
+        self.put(&keys.current, storage_key.to_vec(), header, plaintext)?;
+        Ok(header)
     }
 
     /// Puts a system record that the manifest does not cover.
