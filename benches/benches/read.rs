@@ -28,7 +28,7 @@ use spike_benches::{
     BENCH_WORKLOAD, MemoryFixture, Row, paths_of_workload, print_summary, secret_path, superuser,
     workload,
 };
-use spike_core::{Error, JsonLinesSink, Nexus};
+use spike_core::{Delivery, Error, JsonLinesSink, Nexus};
 
 const SECRETS: usize = 100_000;
 const POLICIES: usize = 1000;
@@ -96,7 +96,7 @@ fn main() {
 
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("audit.jsonl");
-    let sink = Arc::new(JsonLinesSink::file(&log).unwrap());
+    let sink = Arc::new(JsonLinesSink::file(&log, Delivery::Synchronous).unwrap());
     let audited = fx.audited(sink);
     // Shorter: the log grows by ~300 bytes per call.
     bench_reads(

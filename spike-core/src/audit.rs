@@ -6,17 +6,18 @@
 //! an HMAC under the audit subkey, so a trail can be correlated without
 //! revealing paths.
 
-use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, LineWriter, Write};
+use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
 use crate::identity::SpiffeId;
+
+mod json_lines;
+
+pub use json_lines::{Delivery, JsonLinesSink};
 
 /// Who is calling, from where, through which API. Every [`crate::Nexus`]
 /// call takes one.
@@ -96,6 +97,12 @@ pub struct AuditEvent {
 pub trait AuditSink: Send + Sync {
     /// Records one event. An error makes a fail-closed store refuse the call.
     fn record(&self, event: &AuditEvent) -> io::Result<()>;
+
+    /// Makes every record so far reach its destination (called when a
+    /// [`crate::Nexus`] closes).
+    fn flush(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// How audit records are written.
@@ -105,53 +112,6 @@ pub struct AuditOptions {
     pub hmac_paths: bool,
     /// When the sink fails, refuse the call instead of answering.
     pub fail_closed: bool,
-}
-
-/// Writes one JSON object per line to a file (appending) or stderr.
-pub struct JsonLinesSink {
-    out: Mutex<LineWriter<Box<dyn Write + Send>>>,
-}
-
-impl JsonLinesSink {
-    /// Appends to `path`, creating it with mode 0600.
-    pub fn file(path: impl AsRef<Path>) -> io::Result<Self> {
-        let mut options = OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file: File = options.open(path)?;
-        Ok(Self::writer(Box::new(file)))
-    }
-
-    /// Writes to stderr.
-    pub fn stderr() -> Self {
-        Self::writer(Box::new(io::stderr()))
-    }
-
-    /// Writes to any writer.
-    pub fn writer(out: Box<dyn Write + Send>) -> Self {
-        Self {
-            out: Mutex::new(LineWriter::new(out)),
-        }
-    }
-}
-
-impl fmt::Debug for JsonLinesSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JsonLinesSink")
-    }
-}
-
-impl AuditSink for JsonLinesSink {
-    fn record(&self, event: &AuditEvent) -> io::Result<()> {
-        let mut line = serde_json::to_vec(event)?;
-        line.push(b'\n');
-        let mut out = self
-            .out
-            .lock()
-            .map_err(|_| io::Error::other("audit sink lock poisoned"))?;
-        out.write_all(&line)
-    }
 }
 
 /// Keeps records in memory; for tests and for applications that forward
@@ -183,6 +143,28 @@ impl AuditSink for MemorySink {
     }
 }
 
+tokio::task_local! {
+    static TRACKED: std::cell::Cell<bool>;
+}
+
+/// Runs `call` and tells whether it wrote an audit record: a server wraps
+/// each request in it, and audits with [`crate::Nexus::audit_request`] the
+/// requests that it answered without an audited store call, so that every
+/// request leaves one line.
+pub async fn track_audit<F: std::future::Future>(call: F) -> (F::Output, bool) {
+    TRACKED
+        .scope(std::cell::Cell::new(false), async move {
+            let out = call.await;
+            (out, TRACKED.with(std::cell::Cell::get))
+        })
+        .await
+}
+
+/// Marks the current [`track_audit`] scope, if any, as audited.
+pub(crate) fn mark_audited() {
+    let _ = TRACKED.try_with(|t| t.set(true));
+}
+
 /// Process-unique trail ids: a random prefix and a counter.
 pub(crate) struct TrailIds {
     prefix: u64,
@@ -210,41 +192,18 @@ impl TrailIds {
 mod tests {
     use super::*;
 
-    #[test]
-    fn json_lines_are_one_object_per_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.log");
-        let sink = JsonLinesSink::file(&path).unwrap();
-        let event = AuditEvent {
-            time: "t".into(),
-            trail_id: TrailIds::new().next(),
-            caller: "spiffe://spike.ist/app".into(),
-            remote_addr: None,
-            api: "embedded",
-            action: "secret.get",
-            path: Some("a/b".into()),
-            decision: Decision::Allow {
-                by: "policy:p".into(),
-            },
-            status: "ok".into(),
-            duration_us: 3,
-        };
-        sink.record(&event).unwrap();
-        sink.record(&event).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let lines: Vec<_> = text.lines().collect();
-        assert_eq!(lines.len(), 2);
-        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-        assert_eq!(v["decision"]["result"], "allow");
-        assert_eq!(v["decision"]["by"], "policy:p");
-        assert_eq!(v["caller"], "spiffe://spike.ist/app");
-        assert!(v.get("remote_addr").is_none());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+    #[tokio::test]
+    async fn track_audit_tells_whether_a_record_was_written() {
+        let ((), audited) = track_audit(async {}).await;
+        assert!(!audited);
+        let ((), audited) = track_audit(async {
+            tokio::task::yield_now().await;
+            mark_audited();
+        })
+        .await;
+        assert!(audited);
+        // Outside a scope, marking is a no-op.
+        mark_audited();
     }
 
     #[test]

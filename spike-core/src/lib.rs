@@ -68,7 +68,10 @@ mod time;
 mod writer;
 
 pub use acl::PolicyFilter;
-pub use audit::{AuditEvent, AuditOptions, AuditSink, Caller, Decision, JsonLinesSink, MemorySink};
+pub use audit::{
+    AuditEvent, AuditOptions, AuditSink, Caller, Decision, Delivery, JsonLinesSink, MemorySink,
+    track_audit,
+};
 pub use cipher::CIPHERTEXT_VERSION;
 pub use error::{Error, ErrorCode, InputError, Result};
 pub use identity::{MAX_SPIFFE_ID_LEN, Role, SpiffeId, TrustRoots};
@@ -88,3 +91,4 @@ pub use secrets::{
 };
 pub use spike_crypto::Share;
 pub use time::Timestamp;
+pub use writer::CommitStats;

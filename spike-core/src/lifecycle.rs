@@ -459,6 +459,7 @@ impl Nexus {
                 codec,
                 loaded.manifest,
                 self.inner.config.write_deadline,
+                Arc::clone(&self.inner.commits),
             );
             Unsealed::new(
                 loaded.keys,
@@ -498,6 +499,9 @@ impl Nexus {
     pub async fn close(self) {
         let _lifecycle = self.inner.lifecycle.lock().await;
         self.stop(State::Uninitialized).await;
+        if let Some(Err(e)) = self.inner.audit.as_ref().map(|sink| sink.flush()) {
+            tracing::error!(error = %e, "audit sink failed to flush");
+        }
     }
 
     /// Replaces the state and waits for the old writer task to finish.

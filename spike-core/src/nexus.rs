@@ -25,7 +25,7 @@ use crate::path::SecretPath;
 use crate::policy::{Permission, PolicySet};
 use crate::secrets::{KvConfig, Secret};
 use crate::time::Timestamp;
-use crate::writer::Writer;
+use crate::writer::{CommitCounters, CommitStats, Writer};
 
 /// Shards of the per-path write locks.
 const PATH_LOCKS: usize = 256;
@@ -98,6 +98,7 @@ impl NexusBuilder {
                 config: self.config,
                 audit: self.audit,
                 trail_ids: TrailIds::new(),
+                commits: Arc::default(),
                 state: RwLock::new(state),
                 lifecycle: tokio::sync::Mutex::new(()),
             }),
@@ -116,8 +117,9 @@ pub struct Nexus {
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn BackingStore>,
     pub(crate) config: Config,
-    audit: Option<Arc<dyn AuditSink>>,
+    pub(crate) audit: Option<Arc<dyn AuditSink>>,
     trail_ids: TrailIds,
+    pub(crate) commits: Arc<CommitCounters>,
     pub(crate) state: RwLock<State>,
     /// Serialises init, unseal, restore and rotation.
     pub(crate) lifecycle: tokio::sync::Mutex<()>,
@@ -404,6 +406,12 @@ impl Nexus {
         }
     }
 
+    /// Durable commits so far and the writes they carried: writes per
+    /// commit shows how well concurrent writes are grouped.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.inner.commits.snapshot()
+    }
+
     /// Writes the audit record of a finished call. In fail-closed mode a
     /// sink failure turns the call's result into [`Error::Audit`].
     pub(crate) fn audit<T>(
@@ -457,6 +465,46 @@ impl Nexus {
         )
     }
 
+    /// Records a request that the embedding server answered without a
+    /// store call that audits itself: one refused before it was parsed (bad
+    /// JSON, unknown route, wrong method, oversized), a health probe, a
+    /// token lookup. With it every request leaves exactly one audit line.
+    /// `refused` is the error class, `None` when the request was answered;
+    /// `caller` is `None` when the peer was not authenticated. A sink
+    /// failure is logged: the answer has been decided already.
+    pub fn audit_request(
+        &self,
+        caller: Option<&Caller>,
+        action: &'static str,
+        path: Option<&str>,
+        refused: Option<ErrorCode>,
+        started: Instant,
+    ) {
+        if self.inner.audit.is_none() {
+            return;
+        }
+        let who = match caller {
+            Some(c) => Who {
+                caller: c.id.as_str(),
+                remote_addr: c.remote_addr.map(|a| a.to_string()),
+                api: c.api,
+            },
+            None => Who {
+                caller: "unauthenticated",
+                remote_addr: None,
+                api: "http",
+            },
+        };
+        let decision = match refused {
+            Some(ErrorCode::Denied) => Decision::Deny,
+            _ => Decision::NotApplicable,
+        };
+        let status = refused.map_or("ok", code_name);
+        if let Err(e) = self.write_event(who, action, path, decision, started, status) {
+            tracing::error!(error = %e, "audit sink failed");
+        }
+    }
+
     #[allow(
         clippy::too_many_arguments,
         reason = "one private call site per kind of caller"
@@ -471,37 +519,15 @@ impl Nexus {
         result: Result<T, Error>,
         fail_closed: bool,
     ) -> Result<T, Error> {
-        let Some(sink) = &self.inner.audit else {
-            return result;
-        };
-        let options = self.inner.config.audit;
-        let path = path.map(|p| {
-            if options.hmac_paths {
-                self.hmac_for_audit(p)
-            } else {
-                p.to_owned()
-            }
-        });
         let decision = match (&result, decision) {
             (Err(Error::Denied), _) => Decision::Deny,
             (_, d) => d,
         };
-        let event = AuditEvent {
-            time: Timestamp::now().to_rfc3339(),
-            trail_id: self.inner.trail_ids.next(),
-            caller: who.caller.to_owned(),
-            remote_addr: who.remote_addr,
-            api: who.api,
-            action,
-            path,
-            decision,
-            status: match &result {
-                Ok(_) => "ok".to_owned(),
-                Err(e) => code_name(e.code()).to_owned(),
-            },
-            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        let status = match &result {
+            Ok(_) => "ok",
+            Err(e) => code_name(e.code()),
         };
-        match sink.record(&event) {
+        match self.write_event(who, action, path, decision, started, status) {
             Ok(()) => result,
             Err(e) if fail_closed => {
                 tracing::error!(error = %e, "audit sink failed; refusing the call (fail-closed)");
@@ -512,6 +538,40 @@ impl Nexus {
                 result
             }
         }
+    }
+
+    fn write_event(
+        &self,
+        who: Who<'_>,
+        action: &'static str,
+        path: Option<&str>,
+        decision: Decision,
+        started: Instant,
+        status: &str,
+    ) -> std::io::Result<()> {
+        let Some(sink) = &self.inner.audit else {
+            return Ok(());
+        };
+        let path = path.map(|p| {
+            if self.inner.config.audit.hmac_paths {
+                self.hmac_for_audit(p)
+            } else {
+                p.to_owned()
+            }
+        });
+        crate::audit::mark_audited();
+        sink.record(&AuditEvent {
+            time: Timestamp::now().to_rfc3339(),
+            trail_id: self.inner.trail_ids.next(),
+            caller: who.caller.to_owned(),
+            remote_addr: who.remote_addr,
+            api: who.api,
+            action,
+            path,
+            decision,
+            status: status.to_owned(),
+            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        })
     }
 
     fn hmac_for_audit(&self, value: &str) -> String {

@@ -36,6 +36,36 @@ const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
+/// Counters of the durable commits made so far (all unseals of one
+/// [`crate::Nexus`]): how well writes are grouped and what they cost.
+#[derive(Debug, Default)]
+pub(crate) struct CommitCounters {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// What [`crate::Nexus::commit_stats`] reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Durable commits of the backing store.
+    pub commits: u64,
+    /// Writes acknowledged through them (a commit carries one or more).
+    pub writes: u64,
+    /// Time spent in the backing store's commits, fsync included.
+    pub commit_time: Duration,
+}
+
+impl CommitCounters {
+    pub(crate) fn snapshot(&self) -> CommitStats {
+        CommitStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            commit_time: Duration::from_nanos(self.nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
 /// Publishes a committed mutation in memory.
 pub(crate) type Publish = Box<dyn FnOnce() + Send>;
 
@@ -194,6 +224,7 @@ impl Writer {
         codec: Arc<dyn ManifestCodec>,
         manifest: Manifest,
         deadline: Duration,
+        counters: Arc<CommitCounters>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_GROUP);
         let generation = Arc::new(AtomicU64::new(0));
@@ -204,6 +235,7 @@ impl Writer {
             manifest,
             deadline,
             unknown: None,
+            counters,
         };
         let task = tokio::spawn(task.run(rx));
         Self {
@@ -251,6 +283,7 @@ struct Task {
     manifest: Manifest,
     deadline: Duration,
     unknown: Option<Unknown>,
+    counters: Arc<CommitCounters>,
 }
 
 fn unavailable(store: &dyn BackingStore, reason: impl Into<String>) -> Error {
@@ -361,8 +394,17 @@ impl Task {
             }
         };
         batch.put(MANIFEST_KEY, sealed);
-        match commit_with_retry(&*self.store, batch, self.deadline).await {
+        let started = Instant::now();
+        let committed = commit_with_retry(&*self.store, batch, self.deadline).await;
+        let c = &self.counters;
+        c.commits.fetch_add(1, Ordering::Relaxed);
+        c.nanos.fetch_add(
+            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        match committed {
             Ok(()) => {
+                c.writes.fetch_add(waiters.len() as u64, Ordering::Relaxed);
                 self.manifest = next;
                 for publish in publishes {
                     publish();

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use spike_core::{Nexus, Role, Share, SpiffeId, TrustRoots};
+use spike_core::{AuditOptions, Nexus, Role, Share, SpiffeId, TrustRoots};
 use spike_server::shards::{self, KeeperClient};
 use spike_tls::{DevCa, IdentitySource, PemSource};
 
@@ -169,6 +169,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         shares: u8::try_from(args.keeper_addrs.len()).context("at most 255 Keepers")?,
         threshold: args.threshold,
         audit_log: Some(data_dir.join("audit.log")),
+        audit: AuditOptions::default(),
         roots: TrustRoots::new([td.as_str()])?,
         source,
         dev_recovery: Some(data_dir.join("recovery")),

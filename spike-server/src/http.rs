@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use spike_core::{Caller, SpiffeId};
+use spike_core::{Caller, ErrorCode, Nexus, SpiffeId, track_audit};
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -197,24 +197,43 @@ pub(crate) async fn healthz() -> Response {
 }
 
 /// Wraps `router` in the one middleware stack every server uses: body
-/// limit, timeout, `Cache-Control: no-store`, 405 bodies, metrics, tracing.
-pub(crate) fn stack(router: Router, metrics: Arc<Metrics>) -> Router {
+/// limit, timeout, `Cache-Control: no-store`, 405 bodies, metrics, tracing,
+/// and (Nexus) an audit line for every request that no store call audited.
+pub(crate) fn stack(router: Router, metrics: Arc<Metrics>, audit: Option<Nexus>) -> Router {
     router
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(metrics, middleware))
+        .layer(axum::middleware::from_fn_with_state(
+            Stack { metrics, audit },
+            middleware,
+        ))
         .layer(DefaultBodyLimit::max(spike_api::MAX_BODY_BYTES))
 }
 
+#[derive(Clone)]
+struct Stack {
+    metrics: Arc<Metrics>,
+    /// Where requests refused before reaching the store are audited.
+    audit: Option<Nexus>,
+}
+
 async fn middleware(
-    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+    axum::extract::State(stack): axum::extract::State<Stack>,
     req: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let metrics = &stack.metrics;
     let route = metrics.route_label(req.uri().path());
     let action = metrics.action_label(req.uri().query());
     let method = req.method().clone();
-    let mut res = match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    let caller = stack.audit.as_ref().and_then(|_| {
+        let id = req.extensions().get::<PeerIdentity>()?.0.clone();
+        let addr = req.extensions().get::<PeerAddr>()?.0;
+        Some(Caller::remote(id, addr, "http"))
+    });
+    let uri = stack.audit.as_ref().map(|_| req.uri().clone());
+    let (answer, audited) = track_audit(tokio::time::timeout(REQUEST_TIMEOUT, next.run(req))).await;
+    let mut res = match answer {
         Ok(res) => res,
         Err(_) => {
             tracing::warn!(route, "request timed out");
@@ -227,6 +246,15 @@ async fn middleware(
         if let Some(allow) = allow {
             res.headers_mut().insert(axum::http::header::ALLOW, allow);
         }
+    }
+    if let (Some(nexus), false) = (&stack.audit, audited) {
+        nexus.audit_request(
+            caller.as_ref(),
+            "http.request",
+            uri.as_ref().map(|u| u.path()),
+            refusal(res.status()),
+            started,
+        );
     }
     res.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -241,4 +269,18 @@ async fn middleware(
         "request"
     );
     res
+}
+
+/// The error class of an answer's status, as audit lines name it (`None`
+/// for an answer that is not an error).
+fn refusal(status: StatusCode) -> Option<ErrorCode> {
+    Some(match status.as_u16() {
+        100..=399 => return None,
+        401 | 403 => ErrorCode::Denied,
+        404 => ErrorCode::NotFound,
+        409 => ErrorCode::Conflict,
+        503 => ErrorCode::NotReady,
+        400..=499 => ErrorCode::BadRequest,
+        _ => ErrorCode::Internal,
+    })
 }

@@ -152,7 +152,7 @@ pub fn router(state: KeeperState) -> Router {
         .route(routes::METRICS, get(metrics_route))
         .with_state(state.clone());
     let metrics = Arc::clone(&state.inner.metrics);
-    stack(api, metrics)
+    stack(api, metrics, None)
 }
 
 async fn contribute(

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
-use spike_core::{AuditOptions, JsonLinesSink, Nexus, Role, SpiffeId, Status, TrustRoots};
+use spike_core::{
+    AuditOptions, Delivery, JsonLinesSink, Nexus, Role, SpiffeId, Status, TrustRoots,
+};
 use spike_server::shards::{self, KeeperClient};
 use spike_server::{KeeperState, NexusState, keeper_api, nexus_api, serve};
 use spike_tls::{IdentitySource, PeerPolicy, PemSource, WorkloadApiSource};
@@ -66,6 +68,16 @@ struct NexusArgs {
     /// Audit trail file (JSON lines); stderr when not set.
     #[arg(long, env = "SPIKE_NEXUS_AUDIT_LOG")]
     audit_log: Option<PathBuf>,
+    /// Replace secret paths and policy names in audit lines by their HMAC
+    /// under the audit subkey.
+    #[arg(long, env = "SPIKE_NEXUS_AUDIT_HMAC_PATHS")]
+    audit_hmac_paths: bool,
+    /// No audit line, no answer: each line is written before the request
+    /// is answered, and a request whose line cannot be written fails. By
+    /// default lines are written in batches by a dedicated thread, within
+    /// about a millisecond; a crash can lose the lines of that moment.
+    #[arg(long, env = "SPIKE_NEXUS_AUDIT_FAIL_CLOSED")]
+    audit_fail_closed: bool,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -221,6 +233,10 @@ async fn run_nexus(args: NexusArgs) -> anyhow::Result<()> {
         shares: args.shares,
         threshold: args.threshold,
         audit_log: args.audit_log.clone(),
+        audit: AuditOptions {
+            hmac_paths: args.audit_hmac_paths,
+            fail_closed: args.audit_fail_closed,
+        },
         roots,
         source,
         dev_recovery: None,
@@ -237,6 +253,7 @@ pub(crate) struct NexusPlan {
     pub(crate) shares: u8,
     pub(crate) threshold: u8,
     pub(crate) audit_log: Option<PathBuf>,
+    pub(crate) audit: AuditOptions,
     pub(crate) roots: TrustRoots,
     pub(crate) source: Arc<dyn IdentitySource>,
     /// `dev` only: where dev-only recovery shares are kept (see `dev.rs`).
@@ -262,17 +279,23 @@ pub(crate) async fn serve_nexus(
     create_private_dir(&dir)?;
     let store = spike_storage::RedbStore::open(dir.join("spike.redb"))
         .with_context(|| format!("opening the store in {}", dir.display()))?;
+    // Fail-closed needs each line written before its answer.
+    let delivery = if plan.audit.fail_closed {
+        Delivery::Synchronous
+    } else {
+        Delivery::Batched
+    };
     let audit: Arc<dyn spike_core::AuditSink> = match &plan.audit_log {
         Some(path) => Arc::new(
-            JsonLinesSink::file(path)
+            JsonLinesSink::file(path, delivery)
                 .with_context(|| format!("opening the audit log {}", path.display()))?,
         ),
-        None => Arc::new(JsonLinesSink::stderr()),
+        None => Arc::new(JsonLinesSink::stderr(delivery)),
     };
     let nexus = Nexus::builder(Arc::new(store))
         .trust_roots(roots)
         .shares(plan.shares, plan.threshold)
-        .audit(audit, AuditOptions::default())
+        .audit(audit, plan.audit)
         .open()
         .await
         .context("opening Nexus")?;

@@ -35,6 +35,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     state: Gauge,
+    commits: Counter,
+    committed_writes: Counter,
+    commit_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     routes: &'static [&'static str],
 }
 
@@ -65,11 +68,32 @@ impl Metrics {
             latency.clone(),
         );
         registry.register(state_name, state_help, state.clone());
+        let commits = Counter::default();
+        let committed_writes = Counter::default();
+        let commit_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "spike_store_commits",
+            "Durable commits of the backing store (Nexus)",
+            commits.clone(),
+        );
+        registry.register(
+            "spike_store_committed_writes",
+            "Writes acknowledged through those commits: writes per commit is the group-commit factor (Nexus)",
+            committed_writes.clone(),
+        );
+        registry.register(
+            "spike_store_commit_seconds",
+            "Time spent in backing-store commits, fsync included (Nexus)",
+            commit_seconds.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
             latency,
             state,
+            commits,
+            committed_writes,
+            commit_seconds,
             routes,
         }
     }
@@ -119,6 +143,18 @@ impl Metrics {
     /// Sets the state gauge.
     pub(crate) fn set_state(&self, value: i64) {
         self.state.set(value);
+    }
+
+    /// Brings the store commit counters up to `stats` (read at scrape).
+    pub(crate) fn set_commits(&self, stats: spike_core::CommitStats) {
+        self.commits
+            .inc_by(stats.commits.saturating_sub(self.commits.get()));
+        self.committed_writes
+            .inc_by(stats.writes.saturating_sub(self.committed_writes.get()));
+        let seconds = stats.commit_time.as_secs_f64() - self.commit_seconds.get();
+        if seconds > 0.0 {
+            self.commit_seconds.inc_by(seconds);
+        }
     }
 
     /// The OpenMetrics text of every metric.

@@ -93,8 +93,8 @@ pub fn router(state: NexusState) -> Router {
         .route(routes::READYZ, get(readyz))
         .route(routes::METRICS, get(metrics_route))
         .with_state(state.clone())
-        .merge(crate::vault_api::routes(state.nexus));
-    stack(api, metrics)
+        .merge(crate::vault_api::routes(state.nexus.clone()));
+    stack(api, metrics, Some(state.nexus))
 }
 
 async fn readyz(State(s): State<NexusState>) -> ApiResult {
@@ -107,6 +107,7 @@ async fn readyz(State(s): State<NexusState>) -> ApiResult {
 async fn metrics_route(State(s): State<NexusState>) -> Response {
     let sealed = !matches!(s.nexus.status(), Status::Unsealed);
     s.metrics.set_state(i64::from(sealed));
+    s.metrics.set_commits(s.nexus.commit_stats());
     metrics::response(&s.metrics)
 }
 

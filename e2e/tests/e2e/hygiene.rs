@@ -229,3 +229,68 @@ fn one_audit_line_per_request_with_the_caller() {
         "{apis:?}"
     );
 }
+
+#[test]
+fn requests_refused_before_the_store_are_audited_once_each() {
+    let dev = Dev::start();
+    let raw = Raw::new(dev.nexus, &dev.superuser());
+    let su = "spiffe://spike.ist/spike/pilot/role/superuser";
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let before = dev.audit_lines().len();
+    // SPEC §10: bodies above 2 MiB are refused.
+    let oversized = vec![b'x'; 2 * 1024 * 1024 + 1];
+    // (method, target, body, expected status, expected audit status)
+    let refused: Vec<(&str, &str, &[u8], u16, &str)> = vec![
+        (
+            "POST",
+            "/v1/store/secrets",
+            b"{not json",
+            400,
+            "bad_request",
+        ),
+        (
+            "POST",
+            "/v1/store/secrets?action=explode",
+            b"{}",
+            400,
+            "bad_request",
+        ),
+        ("GET", "/v1/no/such/route", b"", 404, "not_found"),
+        ("DELETE", "/v1/store/secrets", b"", 405, "bad_request"),
+        ("POST", "/v1/store/secrets", &oversized, 413, "bad_request"),
+        ("POST", "/v1/secret/data/aud/x", b"[1,2", 400, "bad_request"),
+    ];
+    let statuses = rt.block_on(async {
+        let mut out = Vec::new();
+        for (method, target, body, _, _) in &refused {
+            let resp = raw.send(request(method, target, &[], body)).await;
+            out.push(resp.map(|r| r.status));
+        }
+        out
+    });
+    let lines = dev.audit_lines();
+    let new: Vec<Value> = lines[before..]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(new.len(), refused.len(), "{new:#?}");
+    for ((method, target, _, want_status, want_audit), (line, got)) in
+        refused.iter().zip(new.iter().zip(&statuses))
+    {
+        let got = got.unwrap_or_else(|| panic!("{method} {target}: no answer"));
+        assert!(
+            got == *want_status || (*want_status == 413 && got == 400),
+            "{method} {target}: {got}"
+        );
+        assert_eq!(line["caller"], su, "{line}");
+        assert!(line["remote_addr"].is_string(), "{line}");
+        assert_eq!(line["status"], *want_audit, "{method} {target}: {line}");
+        let path = target.split('?').next().unwrap();
+        if line["action"] == "http.request" {
+            assert_eq!(line["path"], path, "{line}");
+        }
+    }
+}

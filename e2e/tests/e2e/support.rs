@@ -437,12 +437,20 @@ impl Dev {
     }
 
     /// Lines of the audit trail so far.
+    /// The audit log's lines once it has stopped growing: Nexus writes
+    /// lines in batches from a thread of its own, just after answering.
     pub fn audit_lines(&self) -> Vec<String> {
-        fs::read_to_string(self.data.join("audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect()
+        let read = || fs::read_to_string(self.data.join("audit.log")).unwrap_or_default();
+        let mut text = read();
+        loop {
+            std::thread::sleep(Duration::from_millis(50));
+            let again = read();
+            if again == text {
+                break;
+            }
+            text = again;
+        }
+        text.lines().map(str::to_owned).collect()
     }
 }
 

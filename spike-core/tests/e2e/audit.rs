@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use spike_core::{
-    AuditEvent, AuditOptions, AuditSink, Decision, Error, ErrorCode, JsonLinesSink, MemorySink,
-    Nexus, Permission, PolicyFilter, Share, WriteOptions,
+    AuditEvent, AuditOptions, AuditSink, Decision, Delivery, Error, ErrorCode, JsonLinesSink,
+    MemorySink, Nexus, Permission, PolicyFilter, Share, WriteOptions,
 };
 use spike_storage::MemoryStore;
 
@@ -336,7 +336,7 @@ async fn json_lines_file_gets_one_line_per_call() {
     let log = dir.path().join("audit.jsonl");
     let nexus = Nexus::builder(Arc::new(MemoryStore::new()))
         .audit(
-            Arc::new(JsonLinesSink::file(&log).unwrap()),
+            Arc::new(JsonLinesSink::file(&log, Delivery::Synchronous).unwrap()),
             AuditOptions::default(),
         )
         .open()
@@ -378,4 +378,30 @@ async fn json_lines_file_gets_one_line_per_call() {
         }
     }
     assert!(!text.contains(SECRET_VALUE));
+}
+
+#[tokio::test]
+async fn batched_json_lines_are_all_written_by_the_time_nexus_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let sink = Arc::new(JsonLinesSink::file(&log, Delivery::Batched).unwrap());
+    assert_eq!(sink.delivery(), Delivery::Batched);
+    let nexus = Nexus::builder(Arc::new(MemoryStore::new()))
+        .audit(sink, AuditOptions::default())
+        .open()
+        .await
+        .unwrap();
+    nexus.init().await.unwrap();
+    let calls = 200;
+    for i in 0..calls {
+        let _ = nexus.get_secret(&su(), &format!("s/{i}"), 0);
+    }
+    nexus.close().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let gets = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["action"] == "secret.get")
+        .count();
+    assert_eq!(gets, calls);
 }

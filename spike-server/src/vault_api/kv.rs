@@ -7,6 +7,8 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use spike_core::{
     Caller, KvConfig, Secret, SecretData, SecretSettings, SettingsUpdate, Version, VersionRead,
@@ -78,15 +80,34 @@ fn custom_metadata(settings: &SecretSettings) -> Value {
     }
 }
 
-/// A version's metadata as `data/` and `subkeys/` show it.
-fn version_metadata(v: &Version, settings: &SecretSettings) -> Value {
-    json!({
-        "created_time": v.created.to_rfc3339(),
-        "custom_metadata": custom_metadata(settings),
-        "deletion_time": v.deletion_time.map(|t| t.to_rfc3339()).unwrap_or_default(),
-        "destroyed": v.destroyed,
-        "version": v.number,
-    })
+/// A version's metadata as `data/` and `subkeys/` show it (fields in
+/// Vault's order).
+#[derive(Serialize)]
+struct VersionMetadata<'a> {
+    created_time: String,
+    custom_metadata: Option<&'a BTreeMap<String, String>>,
+    deletion_time: String,
+    destroyed: bool,
+    version: u64,
+}
+
+fn version_metadata<'a>(v: &Version, settings: &'a SecretSettings) -> VersionMetadata<'a> {
+    VersionMetadata {
+        created_time: v.created.to_rfc3339(),
+        custom_metadata: Some(&settings.custom_metadata).filter(|m| !m.is_empty()),
+        deletion_time: v.deletion_time.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        destroyed: v.destroyed,
+        version: v.number,
+    }
+}
+
+/// The answer to a read of a live version: the stored JSON object is
+/// copied into the answer as it is, not parsed into a tree and printed
+/// again.
+#[derive(Serialize)]
+struct DataAnswer<'a> {
+    data: &'a RawValue,
+    metadata: VersionMetadata<'a>,
 }
 
 /// The `?version=` of a read (0 = current).
@@ -142,12 +163,14 @@ async fn data(
             let version = version_param(r)?;
             match n.get_secret_with_metadata(caller, path, version)? {
                 (VersionRead::Live { version, data }, secret) => {
-                    let data: Value = serde_json::from_slice(data.expose_json())
+                    let data: &RawValue = serde_json::from_slice(data.expose_json())
                         .map_err(|_| VaultError::internal())?;
-                    let meta = version_metadata(&version, &secret.settings);
                     Ok(envelope(
                         StatusCode::OK,
-                        &json!({"data": data, "metadata": meta}),
+                        &DataAnswer {
+                            data,
+                            metadata: version_metadata(&version, &secret.settings),
+                        },
                     ))
                 }
                 (VersionRead::Gone(version), secret) => {
