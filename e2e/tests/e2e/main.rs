@@ -11,6 +11,7 @@
 
 mod bad_input;
 mod cli;
+mod crash;
 mod hygiene;
 mod lifecycle;
 mod policies;

@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# SPEC §11: "Nexus restart to unsealed via Keepers: <= 1 s once Keepers
+# answer", measured on the release binaries.
+#
+# Usage: benches/restart.sh [RESTARTS] [SECRETS]   (defaults 10, 1000)
+#
+# Starts `spike-server dev` (Nexus + three Keepers) in a temporary data
+# directory, writes SECRETS secrets over keep-alive mTLS (`loadgen`'s
+# pre-fill, 32 connections), waits until every Keeper holds its share,
+# removes the dev-only recovery shares (DATA_DIR/recovery) so that only the
+# Keepers can unseal, then RESTARTS times: SIGKILL to dev (Nexus) alone, the
+# Keepers live on; start dev again; time from the spawn to
+#   - listening:  dev's "Nexus listening" log line,
+#   - unsealed:   dev's "unsealed from the Keepers" log line (and the
+#                 record load time Nexus logs, "records loaded elapsed_ms"),
+#   - first read: the first successful authenticated read of a secret
+#                 (curl with the superuser SVID, polled back to back).
+# The restarted dev must unseal from the Keepers (it fails otherwise).
+#
+# Env: SPIKE_BIN_DIR skips the cargo build and takes spike-server and
+# loadgen from there; KEEP_WORK=1 keeps the work directory.
+#
+# The last line is exactly
+# `restart_to_unsealed_ms p50=.. max=.. first_read_ms p50=.. max=.. secrets=N restarts=R`
+# (nearest-rank p50; "unsealed" from dev's log).
+set -euo pipefail
+
+restarts=${1:-10}
+secrets=${2:-1000}
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+# shellcheck source=scripts/harness.sh
+source "$root/scripts/harness.sh"
+harness_init spike-restart
+
+data=$work/spike
+
+# On exit: also the Keepers, which outlive a SIGKILLed dev (their pid files;
+# only a process whose command line names this data directory).
+restart_cleanup() {
+    local f pid
+    for f in "$data"/run/keeper-*.pid; do
+        [[ -f $f ]] || continue
+        pid=$(<"$f")
+        if grep -qF "$data" "/proc/$pid/cmdline" 2>/dev/null; then
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    done
+    harness_cleanup
+}
+trap restart_cleanup EXIT INT TERM
+
+if [[ -n ${SPIKE_BIN_DIR:-} ]]; then
+    bin=$SPIKE_BIN_DIR
+else
+    cargo build --quiet --release -p spike-server -p spike-benches --bin spike-server --bin loadgen
+    bin=$root/target/release
+fi
+
+read -r nexus_port k1 k2 k3 <<<"$(free_ports 4)"
+keepers=(127.0.0.1:"$k1" 127.0.0.1:"$k2" 127.0.0.1:"$k3")
+su=$data/pilot/superuser
+mtls=(--cacert "$su/bundle.pem" --cert "$su/svid.pem" --key "$su/svid.key")
+url=https://127.0.0.1:$nexus_port
+
+now_ns() { date +%s%N; }
+
+# start_dev LOG: starts dev in the background; sets dev_pid.
+start_dev() {
+    "$bin/spike-server" dev --data-dir "$data" \
+        --nexus-addr "127.0.0.1:$nexus_port" \
+        --keeper-addrs "$(
+            IFS=,
+            echo "${keepers[*]}"
+        )" \
+        --keeper-update-interval 1s >"$1" 2>&1 &
+    dev_pid=$!
+    pids=("$dev_pid")
+}
+
+# wait_read LOG DEADLINE_S: polls a read of a secret until it succeeds.
+wait_read() {
+    local until=$(($(now_ns) + $2 * 1000000000))
+    until curl -sf --max-time 5 "${mtls[@]}" -o /dev/null "$url/v1/secret/data/restart/k0" 2>/dev/null; do
+        if ! kill -0 "$dev_pid" 2>/dev/null; then
+            echo "dev exited:" >&2
+            tail -30 "$1" >&2
+            exit 1
+        fi
+        if (($(now_ns) > until)); then
+            echo "no successful read within $2 s:" >&2
+            tail -30 "$1" >&2
+            exit 1
+        fi
+    done
+}
+
+# log_ms LOG PATTERN T0_NS: ms from T0 to the timestamp of the first line of
+# LOG matching PATTERN ("-" if none).
+log_ms() {
+    local ts
+    ts=$(grep -m1 -F "$2" "$1" | sed 's/\x1b\[[0-9;]*m//g' | awk '{print $1}') || true
+    if [[ -z $ts ]]; then
+        echo -
+        return
+    fi
+    awk -v a="$(date -d "$ts" +%s%N)" -v b="$3" 'BEGIN { printf "%.1f", (a - b) / 1e6 }'
+}
+
+# p50/max (nearest rank) of the numbers on stdin.
+stats() {
+    sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "p50=- max=-"; exit }
+        r = int((NR + 1) / 2); printf "p50=%s max=%s", v[r], v[NR] }'
+}
+
+# First start: initialise, then fill.
+start_dev "$work/dev-0.log"
+wait_read_first() {
+    local i
+    for i in $(seq 1 300); do
+        if [[ -f $su/svid.key ]] && curl -sf --max-time 5 "${mtls[@]}" -o /dev/null \
+            "$url/v1/sys/health" 2>/dev/null; then
+            return
+        fi
+        sleep 0.1
+    done
+    echo "dev did not come up" >&2
+    tail -30 "$work/dev-0.log" >&2
+    exit 1
+}
+wait_read_first
+"$bin/loadgen" --url "$url" --cert "$su/svid.pem" --key "$su/svid.key" \
+    --bundle "$su/bundle.pem" --keys "$secrets" --prefix restart --value-size 100 \
+    --connections 32 --workload read --duration 200ms --label fill | tail -n 1
+wait_read "$work/dev-0.log" 10
+
+# Every Keeper holds its share (their /readyz, as the superuser).
+for k in "${keepers[@]}"; do
+    for i in $(seq 1 300); do
+        if curl -sf --max-time 5 "${mtls[@]}" "https://$k/readyz" 2>/dev/null |
+            grep -qF '"hasShard":true'; then
+            break
+        fi
+        if ((i == 300)); then
+            echo "Keeper $k holds no share" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+done
+rm -rf "$data/recovery"
+
+echo "restarts=$restarts secrets=$secrets ($(nproc) cores shared)"
+printf '%-4s %13s %13s %13s %14s\n' run listening_ms load_ms unsealed_ms first_read_ms
+unsealed=()
+reads=()
+for r in $(seq 1 "$restarts"); do
+    kill -KILL "$dev_pid"
+    wait "$dev_pid" 2>/dev/null || true
+    log=$work/dev-$r.log
+    t0=$(now_ns)
+    start_dev "$log"
+    wait_read "$log" 60
+    t1=$(now_ns)
+    # The log line may follow the first read by a moment.
+    for i in $(seq 1 100); do
+        grep -qF 'unsealed from the Keepers' "$log" && break
+        if ((i == 100)); then
+            echo "run $r: not unsealed from the Keepers:" >&2
+            tail -30 "$log" >&2
+            exit 1
+        fi
+        sleep 0.05
+    done
+    read_ms=$(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.1f", (a - b) / 1e6 }')
+    listen_ms=$(log_ms "$log" 'Nexus listening' "$t0")
+    unseal_ms=$(log_ms "$log" 'unsealed from the Keepers' "$t0")
+    load_ms=$(sed 's/\x1b\[[0-9;]*m//g' "$log" |
+        sed -n 's/.*records loaded.*elapsed_ms=\([0-9]*\).*/\1/p' | head -n 1)
+    printf '%-4s %13s %13s %13s %14s\n' "$r" "$listen_ms" "${load_ms:--}" "$unseal_ms" "$read_ms"
+    unsealed+=("$unseal_ms")
+    reads+=("$read_ms")
+done
+
+echo "restart_to_unsealed_ms $(printf '%s\n' "${unsealed[@]}" | grep -v '^-$' | stats)" \
+    "first_read_ms $(printf '%s\n' "${reads[@]}" | stats) secrets=$secrets restarts=$restarts"
