@@ -33,9 +33,6 @@ use crate::time::Timestamp;
 const MAX_GROUP: usize = 1024;
 /// Most bytes in one commit (a single larger mutation still commits alone).
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
-/// Longest wait for more writes before a commit (it is also never longer
-/// than the last commit took).
-const MAX_GATHER: Duration = Duration::from_millis(2);
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
@@ -320,17 +317,10 @@ async fn commit_with_retry(
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Request>) {
-        // Writers likely to hand in their next write soon: those the last
-        // commit acknowledged and those that queued meanwhile.
-        let mut expected = 0usize;
-        let mut window = Duration::ZERO;
         while let Some(first) = rx.recv().await {
             let mut bytes = first.mutation.batch.encoded_len();
             let mut group = vec![first];
-            let full = |group: &Vec<Request>, bytes: usize| {
-                group.len() >= MAX_GROUP || bytes >= MAX_GROUP_BYTES
-            };
-            while !full(&group, bytes) {
+            while group.len() < MAX_GROUP && bytes < MAX_GROUP_BYTES {
                 match rx.try_recv() {
                     Ok(r) => {
                         bytes += r.mutation.batch.encoded_len();
@@ -339,24 +329,6 @@ impl Task {
                     Err(_) => break,
                 }
             }
-            // Wait briefly for the writers the last commit released: one
-            // commit for all of them beats one now and another for the
-            // stragglers a moment later (without it, steady load splits
-            // into two half-size groups, each waiting for the other's
-            // fsync). A lone writer never waits.
-            if group.len() < expected {
-                let deadline = tokio::time::Instant::now() + window;
-                while group.len() < expected && !full(&group, bytes) {
-                    match tokio::time::timeout_at(deadline, rx.recv()).await {
-                        Ok(Some(r)) => {
-                            bytes += r.mutation.batch.encoded_len();
-                            group.push(r);
-                        }
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-            }
-            let size = group.len();
             if self.unknown.is_some() {
                 let refuse = match self.reconcile().await {
                     Err(e) => Some(format!("an earlier write's outcome is still unknown: {e}")),
@@ -378,10 +350,7 @@ impl Task {
                     continue;
                 }
             }
-            let started = Instant::now();
             self.commit_group(group).await;
-            expected = size + rx.len();
-            window = started.elapsed().min(MAX_GATHER);
         }
     }
 
