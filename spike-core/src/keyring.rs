@@ -5,7 +5,7 @@
 //! a record's kind and name under the path-index key, so the backing store
 //! never sees a path or policy name; they change when the root key rotates.
 
-use spike_crypto::{Purpose, RecordCipher, RootKey, SubKey, keyed_hash};
+use spike_crypto::{KeyedHasher, Purpose, RecordCipher, RootKey};
 
 use crate::record::Header;
 
@@ -33,7 +33,9 @@ pub const ROTATION_BACK_KEY: &[u8] = b"\x00rotation-back";
 pub(crate) struct EpochKeys {
     pub(crate) epoch: u32,
     pub(crate) cipher: RecordCipher,
-    index: SubKey,
+    /// Keyed hashes under the path-index key (keyed once: every record's
+    /// digest share is checked at unseal).
+    index: KeyedHasher,
 }
 
 impl EpochKeys {
@@ -41,7 +43,7 @@ impl EpochKeys {
         Self {
             epoch,
             cipher: RecordCipher::new(&root.derive(Purpose::Records)),
-            index: root.derive(Purpose::PathIndex),
+            index: KeyedHasher::new(&root.derive(Purpose::PathIndex)),
         }
     }
 
@@ -58,7 +60,7 @@ impl EpochKeys {
     fn hashed_key(&self, prefix: u8, label: &[u8], name: &[u8]) -> Vec<u8> {
         let mut key = Vec::with_capacity(33);
         key.push(prefix);
-        key.extend_from_slice(&keyed_hash(&self.index, &[label, name]));
+        key.extend_from_slice(&self.index.hash(&[label, name]));
         key
     }
 
@@ -66,7 +68,7 @@ impl EpochKeys {
     /// is and which revision it holds. Restoring an older copy of a record,
     /// or adding or removing one, changes the XOR of all shares.
     pub(crate) fn digest_share(&self, storage_key: &[u8], header: &Header) -> [u8; 16] {
-        let full = keyed_hash(&self.index, &[b"digest", storage_key, &header.encode()]);
+        let full = self.index.hash(&[b"digest", storage_key, &header.encode()]);
         let mut out = [0u8; 16];
         out.copy_from_slice(&full[..16]);
         out
@@ -74,7 +76,7 @@ impl EpochKeys {
 
     /// MAC over the init record's fields.
     pub(crate) fn init_mac(&self, fields: &[u8]) -> [u8; 32] {
-        keyed_hash(&self.index, &[b"init", fields])
+        self.index.hash(&[b"init", fields])
     }
 }
 

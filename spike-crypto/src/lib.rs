@@ -51,6 +51,6 @@ mod shamir;
 pub use aead::{NONCE_LEN, RecordCipher, TAG_LEN, open, seal, seal_into};
 pub use check::KeyCheckValue;
 pub use error::CryptoError;
-pub use kdf::{Purpose, keyed_hash};
+pub use kdf::{KeyedHasher, Purpose, keyed_hash};
 pub use key::{KEY_LEN, RootKey, SubKey};
 pub use shamir::{Share, combine, split};
