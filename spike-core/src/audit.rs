@@ -184,7 +184,21 @@ impl TrailIds {
 
     pub(crate) fn next(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        format!("{:016x}{n:016x}", self.prefix)
+        let mut out = [0u8; 32];
+        hex_into(&mut out[..16], self.prefix);
+        hex_into(&mut out[16..], n);
+        // ASCII by construction.
+        std::str::from_utf8(&out).map_or_else(|_| String::new(), str::to_owned)
+    }
+}
+
+/// Writes `v` as `out.len()` lowercase hex digits (the low ones), without
+/// the formatting machinery: ids are printed once per request.
+pub(crate) fn hex_into(out: &mut [u8], mut v: u64) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(v & 0xf) as usize];
+        v >>= 4;
     }
 }
 
@@ -207,8 +221,21 @@ mod tests {
     }
 
     #[test]
+    fn hex_into_writes_the_low_digits_zero_padded() {
+        let mut out = [0u8; 16];
+        hex_into(&mut out, 0xab_cdef);
+        assert_eq!(&out, b"0000000000abcdef");
+        let mut short = [0u8; 4];
+        hex_into(&mut short, 0x1234_5678);
+        assert_eq!(&short, b"5678");
+    }
+
+    #[test]
     fn trail_ids_are_unique() {
         let ids = TrailIds::new();
+        let id = ids.next();
+        assert_eq!(id.len(), 32);
+        assert_eq!(&id[..16], &format!("{:016x}", ids.prefix));
         assert_ne!(ids.next(), ids.next());
     }
 }

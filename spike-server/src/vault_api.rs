@@ -281,20 +281,24 @@ struct Envelope<'a, T: Serialize + ?Sized> {
 fn request_id() -> String {
     use std::sync::LazyLock;
     use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: LazyLock<u64> = LazyLock::new(|| {
+    // The first three groups, from a random per-process prefix.
+    static PREFIX: LazyLock<String> = LazyLock::new(|| {
         let mut b = [0u8; 8];
         // A failed OS RNG only makes ids less unique across processes.
         let _ = getrandom::fill(&mut b);
-        u64::from_be_bytes(b)
+        let p = u64::from_be_bytes(b);
+        format!(
+            "{:08x}-{:04x}-{:04x}-",
+            p >> 32,
+            (p >> 16) & 0xffff,
+            p & 0xffff
+        )
     });
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let p = *PREFIX;
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        p >> 32,
-        (p >> 16) & 0xffff,
-        p & 0xffff,
+        "{}{:04x}-{:012x}",
+        *PREFIX,
         (n >> 48) & 0xffff,
         n & 0xffff_ffff_ffff
     )
