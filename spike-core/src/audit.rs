@@ -6,6 +6,7 @@
 //! an HMAC under the audit subkey, so a trail can be correlated without
 //! revealing paths.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -57,8 +58,9 @@ impl Caller {
 pub enum Decision {
     /// Allowed by a built-in role or a named policy.
     Allow {
-        /// `role:<name>` or `policy:<name>`.
-        by: String,
+        /// `role:<name>` or `policy:<name>` (borrowed for the built-in
+        /// roles: no allocation on their hot path).
+        by: Cow<'static, str>,
     },
     /// Denied.
     Deny,

@@ -369,7 +369,7 @@ impl Nexus {
             match (&see_all, out.is_empty()) {
                 (_, false) => {
                     decision = see_all.as_ref().ok().cloned().unwrap_or(Decision::Allow {
-                        by: "policy:per-path".to_owned(),
+                        by: "policy:per-path".into(),
                     });
                     Ok(out)
                 }
@@ -432,7 +432,7 @@ impl Nexus {
             };
             if see_all.is_err() && !out.is_empty() {
                 decision = Decision::Allow {
-                    by: "policy:per-path".to_owned(),
+                    by: "policy:per-path".into(),
                 };
             }
             Ok(out)
@@ -537,7 +537,12 @@ pub(crate) fn secret_mutation(
         let old_keys = keys.for_epoch(old.epoch).ok_or(Error::Tampered {
             what: "secret sealed under an unknown epoch".to_owned(),
         })?;
-        let old_key = old_keys.secret_key(path.as_str());
+        // Same epoch, same storage key: one keyed hash, not two.
+        let old_key = if old.epoch == current.epoch {
+            new_key.clone()
+        } else {
+            old_keys.secret_key(path.as_str())
+        };
         let header = Header {
             kind: Kind::Secret,
             epoch: old.epoch,

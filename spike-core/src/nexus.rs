@@ -375,7 +375,7 @@ impl Nexus {
         match self.inner.config.trust_roots.role_of(&caller.id) {
             Some(Role::Superuser) => {
                 return Ok(Decision::Allow {
-                    by: "role:superuser".to_owned(),
+                    by: role_decision(Role::Superuser).into(),
                 });
             }
             Some(_) => return Err(Error::Denied),
@@ -384,7 +384,7 @@ impl Nexus {
         let set = u.policies.read().unwrap_or_else(|p| p.into_inner());
         match set.decide(&caller.id, access.path, access.permission) {
             Some(p) => Ok(Decision::Allow {
-                by: format!("policy:{}", p.policy.spec.name),
+                by: format!("policy:{}", p.policy.spec.name).into(),
             }),
             None => Err(Error::Denied),
         }
@@ -399,7 +399,7 @@ impl Nexus {
     pub(crate) fn require_role(&self, caller: &Caller, role: Role) -> Result<Decision, Error> {
         if self.inner.config.trust_roots.has_role(&caller.id, role) {
             Ok(Decision::Allow {
-                by: format!("role:{}", role_name(role)),
+                by: role_decision(role).into(),
             })
         } else {
             Err(Error::Denied)
@@ -589,13 +589,14 @@ impl Nexus {
     }
 }
 
-fn role_name(role: Role) -> &'static str {
+/// How an audit record names a built-in role that allowed a call.
+fn role_decision(role: Role) -> &'static str {
     match role {
-        Role::Superuser => "superuser",
-        Role::Recover => "recover",
-        Role::Restore => "restore",
-        Role::Nexus => "nexus",
-        Role::Keeper => "keeper",
+        Role::Superuser => "role:superuser",
+        Role::Recover => "role:recover",
+        Role::Restore => "role:restore",
+        Role::Nexus => "role:nexus",
+        Role::Keeper => "role:keeper",
     }
 }
 

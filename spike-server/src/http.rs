@@ -162,8 +162,10 @@ impl Body {
 
 /// A JSON answer with `status`.
 pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => (
+    // Most answers are a few hundred bytes: one allocation, not a series.
+    let mut bytes = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => (
             status,
             [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             bytes,

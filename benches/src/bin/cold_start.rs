@@ -6,6 +6,12 @@
 //! cargo run --release -p spike-benches --bin cold_start -- [--secrets N] [--runs R] [--scan-only]
 //! ```
 //!
+//! `--sweep` also measures, on the store it opened: the median latency of
+//! an authorised in-process read (a workload allowed by one of 1,000
+//! policies, its own secrets, 100,000 reads), and durable write throughput
+//! (32 concurrent writers of new versions, 2 s); and prints one line
+//! `sweep secrets=N …` for `benches/sweep.sh`.
+//!
 //! `--scan-only` measures the floor instead: a raw scan of every record of
 //! the redb file (no decryption, nothing kept), its time and what it leaves
 //! resident (redb's page cache).
@@ -22,11 +28,13 @@
 //! arguments, 1 any other failure.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use spike_benches::{
-    COLD_POLICIES, ColdFixture, VALUE_LEN, proc_status_bytes, runtime, secret_path, superuser,
+    BENCH_WORKLOAD, COLD_POLICIES, ColdFixture, VALUE_LEN, paths_of_workload, proc_status_bytes,
+    runtime, secret_path, secret_value, superuser, workload,
 };
+use spike_core::{Nexus, WriteOptions};
 
 /// Set in the re-run after populating.
 const MEASURE_ENV: &str = "SPIKE_COLD_START_MEASURE";
@@ -35,6 +43,7 @@ struct Args {
     secrets: usize,
     runs: usize,
     scan_only: bool,
+    sweep: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -42,6 +51,7 @@ fn parse() -> Result<Args, String> {
         secrets: 100_000,
         runs: 3,
         scan_only: false,
+        sweep: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,9 +65,10 @@ fn parse() -> Result<Args, String> {
             "--secrets" => args.secrets = value("--secrets")?,
             "--runs" => args.runs = value("--runs")?,
             "--scan-only" => args.scan_only = true,
+            "--sweep" => args.sweep = true,
             "-h" | "--help" => {
                 return Err(
-                    "usage: cold_start [--secrets N (100000)] [--runs R (3)] [--scan-only]".into(),
+                    "usage: cold_start [--secrets N (100000)] [--runs R (3)] [--scan-only | --sweep]".into(),
                 );
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
@@ -121,6 +132,14 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     for i in (0..args.secrets).step_by((args.secrets / 1000).max(1)) {
         nexus.get_secret(&admin, &secret_path(i), 0)?;
     }
+    let load = if args.sweep {
+        Some((
+            read_p50(&nexus, args.secrets)?,
+            rt.block_on(write_rate(&nexus, args.secrets))?,
+        ))
+    } else {
+        None
+    };
     rt.block_on(nexus.close());
 
     let mut times = vec![first];
@@ -199,7 +218,82 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         mb(peak_delta),
         mb(hwm_after as f64)
     );
+    if let Some((read, writes)) = load {
+        println!(
+            "  {:<34} {:>12}   (a workload's own secrets, 1 of {COLD_POLICIES} policies)",
+            "authorised read, median",
+            format!("{read:.0?}")
+        );
+        println!(
+            "  {:<34} {:>12}   (32 writers, new versions, fsync'd group commits)",
+            "durable writes",
+            format!("{writes:.0}/s")
+        );
+        println!(
+            "sweep secrets={} start_ms={:.0} rss_mb={:.0} read_ns={} writes_per_s={:.0}",
+            args.secrets,
+            median.as_secs_f64() * 1e3,
+            rss_delta / 1e6,
+            read.as_nanos(),
+            writes
+        );
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The median of 100,000 timed reads by workload `BENCH_WORKLOAD` of its
+/// own secrets (allowed by one of the fixture's policies).
+fn read_p50(nexus: &Nexus, secrets: usize) -> Result<Duration, Box<dyn std::error::Error>> {
+    let caller = workload(BENCH_WORKLOAD);
+    let paths = paths_of_workload(BENCH_WORKLOAD, secrets);
+    if paths.is_empty() {
+        return Err("the workload owns no secret at this size".into());
+    }
+    let mut times = Vec::with_capacity(100_000);
+    for i in 0..100_000 {
+        let path = &paths[i * 7919 % paths.len()];
+        let started = Instant::now();
+        let read = nexus.get_secret(&caller, path, 0);
+        times.push(started.elapsed());
+        read?;
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+/// Durable writes per second: 32 concurrent writers put new versions of
+/// existing secrets for 2 s.
+async fn write_rate(nexus: &Nexus, secrets: usize) -> Result<f64, Box<dyn std::error::Error>> {
+    const WRITERS: usize = 32;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let nexus = nexus.clone();
+        tasks.spawn(async move {
+            let admin = superuser();
+            let mut done = 0u64;
+            let mut i = w;
+            while Instant::now() < deadline {
+                nexus
+                    .put_secret(
+                        &admin,
+                        &secret_path(i % secrets),
+                        secret_value(i),
+                        WriteOptions::default(),
+                    )
+                    .await?;
+                done += 1;
+                i += WRITERS * 31;
+            }
+            Ok::<u64, spike_core::Error>(done)
+        });
+    }
+    let mut total = 0;
+    while let Some(done) = tasks.join_next().await {
+        total += done??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Scans every record of the file in pages, keeping nothing: the floor of

@@ -1,11 +1,12 @@
-//! The cost of one Vault KV v2 read inside Nexus's HTTP stack, without the
-//! network: requests go through the real router and middleware in-process
-//! (as `serve.rs` hands them over after TLS), answered by a Nexus over a
-//! memory store with a batched JSON-lines audit log, as a workload that a
-//! policy allows.
+//! The cost of one Vault KV v2 read (or write) inside Nexus's HTTP stack,
+//! without the network: requests go through the real router and middleware
+//! in-process (as `serve.rs` hands them over after TLS), answered by a
+//! Nexus with a batched JSON-lines audit log, as a workload that a policy
+//! allows. Reads use a memory store; writes a redb file (fsync'd commits)
+//! from 32 concurrent writers, so group commit works as in the server.
 //!
 //! ```text
-//! cargo run --release -p spike-benches --bin route_cost -- [REQUESTS]
+//! cargo run --release -p spike-benches --bin route_cost -- [REQUESTS] [read|write]
 //! valgrind --tool=callgrind target/release/route_cost 20000   # instructions
 //! ```
 //!
@@ -25,7 +26,7 @@ use spike_core::{
 };
 use spike_server::nexus_api::{self, NexusState};
 use spike_server::{PeerAddr, PeerIdentity};
-use spike_storage::MemoryStore;
+use spike_storage::{BackingStore, MemoryStore, RedbStore};
 use tower::ServiceExt;
 
 /// The allocator of the `spike-server` binary.
@@ -40,13 +41,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|n| n.parse())
         .transpose()?
         .unwrap_or(100_000);
+    let write = match std::env::args().nth(2).as_deref() {
+        None | Some("read") => false,
+        Some("write") => true,
+        Some(other) => return Err(format!("read or write, not {other}").into()),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let dir = tempfile::tempdir()?;
     rt.block_on(async {
         let sink = JsonLinesSink::file(dir.path().join("audit.log"), Delivery::Batched)?;
-        let nexus = Nexus::builder(Arc::new(MemoryStore::new()))
+        let store: Arc<dyn BackingStore> = if write {
+            Arc::new(RedbStore::open(dir.path().join("store.redb"))?)
+        } else {
+            Arc::new(MemoryStore::new())
+        };
+        let nexus = Nexus::builder(store)
             .audit(Arc::new(sink), AuditOptions::default())
             .open()
             .await?;
@@ -59,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     name: "app".into(),
                     spiffeid_pattern: regex_escape(APP),
                     path_pattern: "app/.*".into(),
-                    permissions: [Permission::Read].into_iter().collect(),
+                    permissions: [Permission::Read, Permission::Write].into_iter().collect(),
                 },
             )
             .await?;
@@ -77,26 +88,60 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let app = nexus_api::router(NexusState::new(nexus.clone()));
         let peer = PeerIdentity(SpiffeId::parse(APP)?);
         let started = Instant::now();
-        for i in 0..requests {
-            let mut req = Request::get(format!("/v1/secret/data/app/k{}", i % 1000))
-                .body(Body::empty())?;
-            req.extensions_mut().insert(peer.clone());
-            req.extensions_mut()
-                .insert(PeerAddr(([127, 0, 0, 1], 40000).into()));
-            let res = app.clone().oneshot(req).await?;
-            if !res.status().is_success() {
-                return Err(format!("read {i}: {}", res.status()).into());
+        if write {
+            const WRITERS: usize = 32;
+            let mut tasks = tokio::task::JoinSet::new();
+            for w in 0..WRITERS {
+                let (app, peer, body) = (app.clone(), peer.clone(), format!("{{\"data\":{{\"value\":\"{value}\"}}}}"));
+                tasks.spawn(async move {
+                    for i in (w..requests).step_by(WRITERS) {
+                        let req = Request::post(format!("/v1/secret/data/app/k{}", i % 1000))
+                            .header("content-type", "application/json")
+                            .body(Body::from(body.clone()))?;
+                        send(&app, &peer, req).await?;
+                    }
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                });
             }
-            let _ = res.into_body().collect().await?;
+            while let Some(done) = tasks.join_next().await {
+                done?.map_err(|e| e.to_string())?;
+            }
+        } else {
+            for i in 0..requests {
+                let req = Request::get(format!("/v1/secret/data/app/k{}", i % 1000))
+                    .body(Body::empty())?;
+                send(&app, &peer, req).await.map_err(|e| e.to_string())?;
+            }
         }
         let elapsed = started.elapsed();
+        let stats = nexus.commit_stats();
         println!(
-            "{requests} reads in {elapsed:.2?}: {:.2} µs per read (router + Nexus + audit, no network)",
-            elapsed.as_secs_f64() * 1e6 / requests.max(1) as f64
+            "{requests} {} in {elapsed:.2?}: {:.2} µs each (router + Nexus + audit, no network); {} commits",
+            if write { "writes" } else { "reads" },
+            elapsed.as_secs_f64() * 1e6 / requests.max(1) as f64,
+            stats.commits,
         );
         nexus.close().await;
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
+    Ok(())
+}
+
+/// Sends `req` as `peer`, as `serve.rs` would, and reads the answer.
+async fn send(
+    app: &axum::Router,
+    peer: &PeerIdentity,
+    mut req: Request<Body>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    req.extensions_mut().insert(peer.clone());
+    req.extensions_mut()
+        .insert(PeerAddr(([127, 0, 0, 1], 40000).into()));
+    let res = app.clone().oneshot(req).await?;
+    let status = res.status();
+    let _ = res.into_body().collect().await?;
+    if !status.is_success() {
+        return Err(format!("answer {status}").into());
+    }
     Ok(())
 }
 
