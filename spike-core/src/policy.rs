@@ -17,6 +17,7 @@ use std::fmt;
 use std::sync::{Arc, RwLock};
 
 use regex_automata::meta::Regex;
+use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::util::syntax;
 use serde::{Deserialize, Serialize};
 
@@ -262,6 +263,8 @@ pub fn compile_pattern(field: &'static str, pattern: &str) -> Result<Regex, Inpu
                 .dfa(false)
                 .onepass(false)
                 .backtrack(false)
+                // Nothing reads capture groups: a smaller NFA, built faster.
+                .which_captures(WhichCaptures::None)
                 .nfa_size_limit(Some(COMPILED_SIZE_LIMIT)),
         )
         .syntax(syntax::Config::new().nest_limit(64))
