@@ -452,6 +452,16 @@ impl Nexus {
 
     /// Publishes a loaded store and starts its writer.
     fn start(&self, loaded: Loaded) {
+        // Serving starts now; the loaded policies' patterns compile in the
+        // background (a request that needs one first compiles it itself).
+        let policies: Vec<_> = loaded.policies.iter().cloned().collect();
+        if !policies.is_empty() {
+            tokio::task::spawn_blocking(move || {
+                for p in policies {
+                    p.compile_now();
+                }
+            });
+        }
         let state = Arc::new_cyclic(|weak| {
             let codec = Arc::new(Manifests(weak.clone()));
             let writer = Writer::spawn(
@@ -707,9 +717,7 @@ async fn load(store: &dyn BackingStore, keys: Keys) -> Result<Loaded, Error> {
             }
             let policy = record::decode_policy(&pt, header.revision, header.epoch)
                 .map_err(|e| tampered(&what(), e))?;
-            let compiled = CompiledPolicy::new(policy).map_err(|_| Error::Tampered {
-                what: format!("{}: invalid policy", what()),
-            })?;
+            let compiled = CompiledPolicy::stored(policy);
             if let Some(k) = keys.for_epoch(header.epoch) {
                 xor_into(&mut digest, &k.digest_share(&entry.key, &header));
             }
