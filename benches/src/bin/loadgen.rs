@@ -282,24 +282,6 @@ async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Result<(
     }
 }
 
-/// A tiny deterministic PRNG (xorshift64*), one per connection.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u32) -> u32 {
-        u32::try_from(self.next() % u64::from(n.max(1))).unwrap_or(0)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Sends `req` on `sender`, re-opening the connection once on a transport
 /// error; records the outcome.
 async fn one(
@@ -465,7 +447,8 @@ async fn run(args: Args) -> Result<(), Error> {
         let value = value.clone();
         let (workload, keys, read_fraction) = (args.workload, args.keys, args.read_fraction);
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) << 17));
+            // One deterministic PRNG per connection.
+            let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) << 17));
             let mut tally = Tally::default();
             // A few µs per request: ample headroom for an expected 1M
             // requests over a 10 s run.
@@ -474,10 +457,10 @@ async fn run(args: Args) -> Result<(), Error> {
                 let op = match workload {
                     Workload::Read => Op::Read,
                     Workload::Write => Op::Write,
-                    Workload::Mixed if rng.unit() < read_fraction => Op::Read,
+                    Workload::Mixed if rng.f64() < read_fraction => Op::Read,
                     Workload::Mixed => Op::Write,
                 };
-                let key = rng.below(keys);
+                let key = rng.u32(..keys.max(1));
                 one(&target, &mut sender, &mut tally, op, key, &value).await;
             }
             tally

@@ -54,22 +54,6 @@ const MAX_VERSIONS: u64 = 1_000_000;
 const CANARY: &str = "crash/canary";
 const UNSEALED_FROM_KEEPERS: &str = "unsealed from the Keepers";
 
-/// xorshift64*: kill delays from a printed seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 type Tls = StreamOwned<ClientConnection, TcpStream>;
 
 /// A blocking HTTP/1.1 keep-alive client over mutual TLS. A transport
@@ -458,7 +442,8 @@ fn sigkilled_nexus_keeps_every_acknowledged_write() {
         })
         | 1;
     println!("crash: seed={seed} kills={kills} (SPIKE_CRASH_SEED={seed} repeats the kill delays)");
-    let mut rng = Rng(seed);
+    // Kill delays from a printed seed.
+    let mut rng = fastrand::Rng::with_seed(seed);
 
     let mut dev = Dev::start();
     let tls = superuser_tls(&dev.superuser());
@@ -493,7 +478,7 @@ fn sigkilled_nexus_keeps_every_acknowledged_write() {
     for round in 0..kills {
         let start = Barrier::new(WRITERS + 1);
         let stop = AtomicBool::new(false);
-        let delay = Duration::from_millis(KILL_DELAY_MIN_MS + rng.below(KILL_DELAY_SPAN_MS));
+        let delay = Duration::from_millis(KILL_DELAY_MIN_MS + rng.u64(..KILL_DELAY_SPAN_MS));
         let results: Vec<Writes> = std::thread::scope(|s| {
             let handles: Vec<_> = seqs
                 .iter_mut()

@@ -165,17 +165,34 @@ fn no_secret_value_or_share_in_any_log() {
     }
 }
 
-/// Every request that reaches spike-core leaves exactly one audit line
-/// naming the caller, for both APIs.
-#[test]
-fn one_audit_line_per_request_with_the_caller() {
+const SUPERUSER: &str = "spiffe://spike.ist/spike/pilot/role/superuser";
+
+/// A dev session, a raw mTLS client of its Nexus as the superuser, and a
+/// runtime to drive the client.
+fn superuser_session() -> (Dev, Raw, tokio::runtime::Runtime) {
     let dev = Dev::start();
     let raw = Raw::new(dev.nexus, &dev.superuser());
-    let su = "spiffe://spike.ist/spike/pilot/role/superuser";
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
+    (dev, raw, rt)
+}
+
+/// The audit lines after the first `before`, parsed.
+fn audit_since(dev: &Dev, before: usize) -> Vec<Value> {
+    dev.audit_lines()[before..]
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every request that reaches spike-core leaves exactly one audit line
+/// naming the caller, for both APIs.
+#[test]
+fn one_audit_line_per_request_with_the_caller() {
+    let (dev, raw, rt) = superuser_session();
+    let su = SUPERUSER;
     let before = dev.audit_lines().len();
     let sent = rt.block_on(async {
         let reqs: &[(&str, &str, &str)] = &[
@@ -207,11 +224,7 @@ fn one_audit_line_per_request_with_the_caller() {
         }
         reqs.len()
     });
-    let lines = dev.audit_lines();
-    let new: Vec<Value> = lines[before..]
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let new = audit_since(&dev, before);
     assert_eq!(new.len(), sent, "audit lines for {sent} requests: {new:#?}");
     for line in &new {
         assert_eq!(line["caller"], su, "{line}");
@@ -232,13 +245,8 @@ fn one_audit_line_per_request_with_the_caller() {
 
 #[test]
 fn requests_refused_before_the_store_are_audited_once_each() {
-    let dev = Dev::start();
-    let raw = Raw::new(dev.nexus, &dev.superuser());
-    let su = "spiffe://spike.ist/spike/pilot/role/superuser";
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (dev, raw, rt) = superuser_session();
+    let su = SUPERUSER;
     let before = dev.audit_lines().len();
     // SPEC §10: bodies above 2 MiB are refused.
     let oversized = vec![b'x'; 2 * 1024 * 1024 + 1];
@@ -271,11 +279,7 @@ fn requests_refused_before_the_store_are_audited_once_each() {
         }
         out
     });
-    let lines = dev.audit_lines();
-    let new: Vec<Value> = lines[before..]
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let new = audit_since(&dev, before);
     assert_eq!(new.len(), refused.len(), "{new:#?}");
     for ((method, target, _, want_status, want_audit), (line, got)) in
         refused.iter().zip(new.iter().zip(&statuses))

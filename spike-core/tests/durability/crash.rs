@@ -44,24 +44,6 @@ const PATHS: u64 = 6;
 /// restarts without growing without bound when auditors run many rounds).
 const ROUNDS_PER_PATH_SET: u64 = 4;
 
-/// xorshift64*: small, seedable, good enough to pick operations.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 fn path_of(round: u64, j: u64) -> String {
     format!("crash/g{}/p{j}", round / ROUNDS_PER_PATH_SET)
 }
@@ -121,14 +103,14 @@ async fn child(dir: &Path, round: u64, seed: u64) {
             let nexus = nexus.clone();
             tokio::spawn(async move {
                 let su = superuser();
-                let mut rng = Rng::new(seed ^ (round << 32) ^ (t + 1));
+                let mut rng = fastrand::Rng::with_seed(seed ^ (round << 32) ^ (t + 1));
                 for i in 0.. {
                     assert!(
                         Instant::now() < deadline,
                         "the crash child was never killed"
                     );
-                    let path = path_of(round, rng.below(PATHS));
-                    let roll = rng.below(10);
+                    let path = path_of(round, rng.u64(..PATHS));
+                    let roll = rng.u64(..10);
                     let current = nexus
                         .secret_metadata(&su, &path)
                         .map_or(0, |m| m.current_version);
@@ -146,7 +128,7 @@ async fn child(dir: &Path, round: u64, seed: u64) {
                             .unwrap();
                         say(format_args!("ack put {path} {} {value}", version.number));
                     } else {
-                        let n = 1 + rng.below(current);
+                        let n = 1 + rng.u64(..current);
                         let (op, result) = if roll == 8 {
                             say(format_args!("try del {path} {n}"));
                             ("del", nexus.delete_secret(&su, &path, &[n]).await)
@@ -498,14 +480,14 @@ fn acknowledged_writes_survive_sigkill() {
         |s| s.parse().expect("SPIKE_CRASH_SEED is a number"),
     );
     eprintln!("crash: {rounds} rounds, SPIKE_CRASH_SEED={seed}");
-    let mut rng = Rng::new(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let mut state = State::new();
     let mut verified = 0;
     for round in 0..rounds {
-        let kill_after = Duration::from_millis(10 + rng.below(300));
-        let lines = run_child(dir.path(), round, rng.next(), kill_after);
+        let kill_after = Duration::from_millis(10 + rng.u64(..300));
+        let lines = run_child(dir.path(), round, rng.u64(..), kill_after);
         let after = read_state(dir.path());
         let n = verify(round, &state, &after, &lines);
         eprintln!(
