@@ -312,8 +312,12 @@ pub(crate) async fn unseal(nexus: &Nexus, keepers: &[KeeperClient], threshold: u
         )
         .await
         {
-            Ok(Ok(())) => {
+            Ok(Ok(shards::Unsealed::FromKeepers)) => {
                 tracing::info!("unsealed from the Keepers");
+                return;
+            }
+            Ok(Ok(shards::Unsealed::Meanwhile)) => {
+                tracing::info!("unsealed meanwhile by an operator's restore");
                 return;
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "unseal from the Keepers failed"),

@@ -392,12 +392,16 @@ async fn lifecycle(
         }
         Status::Sealed { .. } => match &dev_recovery {
             Some(dir) => dev::unseal(&nexus, &keepers, threshold, dir).await,
-            None => {
-                if let Err(e) = shards::pull_and_unseal(&nexus, &keepers, threshold).await {
+            None => match shards::pull_and_unseal(&nexus, &keepers, threshold).await {
+                Ok(shards::Unsealed::FromKeepers) => {}
+                Ok(shards::Unsealed::Meanwhile) => {
+                    tracing::info!("unsealed meanwhile by an operator's restore");
+                }
+                Err(e) => {
                     tracing::error!(error = %e, "unseal from Keepers failed");
                     return;
                 }
-            }
+            },
         },
         _ => {}
     }

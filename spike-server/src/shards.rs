@@ -255,12 +255,12 @@ pub async fn pull_and_unseal(
     nexus: &Nexus,
     keepers: &[KeeperClient],
     threshold: u8,
-) -> Result<(), ShardError> {
+) -> Result<Unsealed, ShardError> {
     let mut delays = backoff();
     let mut round: u64 = 0;
     loop {
         let needed = match nexus.status() {
-            Status::Unsealed => return Ok(()),
+            Status::Unsealed => return Ok(Unsealed::Meanwhile),
             Status::Sealed { threshold: t, .. } => usize::from(t),
             Status::Uninitialized => return Err(spike_core::Error::NotInitialized.into()),
             _ => usize::from(threshold),
@@ -276,15 +276,16 @@ pub async fn pull_and_unseal(
         let shares = fetch_all(keepers).await;
         if shares.len() >= needed {
             match try_unseal(nexus, &shares, needed).await {
-                Ok(true) => {
+                Ok(Some(Unsealed::FromKeepers)) => {
                     tracing::info!(
                         keepers = shares.len(),
                         round,
                         "unsealed with shares from Keepers"
                     );
-                    return Ok(());
+                    return Ok(Unsealed::FromKeepers);
                 }
-                Ok(false) => tracing::warn!(
+                Ok(Some(Unsealed::Meanwhile)) => return Ok(Unsealed::Meanwhile),
+                Ok(None) => tracing::warn!(
                     held = shares.len(),
                     "no combination of the Keepers' shares rebuilds the key (stale or wrong shares)"
                 ),
@@ -299,24 +300,38 @@ pub async fn pull_and_unseal(
     }
 }
 
-/// Tries combinations of `needed` shares; `Ok(true)` once unsealed.
-async fn try_unseal(nexus: &Nexus, shares: &[Share], needed: usize) -> Result<bool, ShardError> {
+/// How [`pull_and_unseal`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsealed {
+    /// With shares from the Keepers.
+    FromKeepers,
+    /// By someone else meanwhile (an operator's restore).
+    Meanwhile,
+}
+
+/// Tries combinations of `needed` shares; `Some` once unsealed.
+async fn try_unseal(
+    nexus: &Nexus,
+    shares: &[Share],
+    needed: usize,
+) -> Result<Option<Unsealed>, ShardError> {
     let mut tried = 0;
     let mut combo: Vec<usize> = (0..needed).collect();
     loop {
         let picked: Vec<Share> = combo.iter().map(|&i| shares[i].try_clone()).collect();
         match nexus.unseal(&picked).await {
-            Ok(()) | Err(spike_core::Error::AlreadyUnsealed) => return Ok(true),
+            Ok(()) => return Ok(Some(Unsealed::FromKeepers)),
+            Err(spike_core::Error::AlreadyUnsealed) => return Ok(Some(Unsealed::Meanwhile)),
             Err(spike_core::Error::WrongKey) => {}
             Err(e) if e.code() == spike_core::ErrorCode::Unavailable => {
                 tracing::warn!(error = %e, "store unavailable while unsealing");
-                return Ok(false);
+                return Ok(None);
             }
             Err(e) => return Err(e.into()),
         }
         tried += 1;
         if tried >= MAX_COMBINATIONS || !next_combination(&mut combo, shares.len()) {
-            return Ok(false);
+            return Ok(None);
         }
     }
 }

@@ -48,13 +48,14 @@ async fn push_then_pull_unseals() {
     }
     n.close().await;
     let n = reopen(store).await;
-    tokio::time::timeout(
+    let got = tokio::time::timeout(
         Duration::from_secs(10),
         shards::pull_and_unseal(&n, &clients, 2),
     )
     .await
     .unwrap()
     .unwrap();
+    assert_eq!(got, shards::Unsealed::FromKeepers);
     assert_eq!(n.status(), Status::Unsealed);
 }
 
@@ -67,13 +68,14 @@ async fn a_keeper_down_still_unseals() {
     assert_eq!(shards::push_all(&n, &clients).await.unwrap(), 2);
     n.close().await;
     let n = reopen(store).await;
-    tokio::time::timeout(
+    let got = tokio::time::timeout(
         Duration::from_secs(10),
         shards::pull_and_unseal(&n, &clients, 2),
     )
     .await
     .unwrap()
     .unwrap();
+    assert_eq!(got, shards::Unsealed::FromKeepers);
     assert_eq!(n.status(), Status::Unsealed);
 }
 
@@ -88,13 +90,14 @@ async fn a_keeper_with_a_wrong_share_is_worked_around() {
     clients[0].contribute(&foreign[0]).await.unwrap();
     n.close().await;
     let n = reopen(store).await;
-    tokio::time::timeout(
+    let got = tokio::time::timeout(
         Duration::from_secs(10),
         shards::pull_and_unseal(&n, &clients, 2),
     )
     .await
     .unwrap()
     .unwrap();
+    assert_eq!(got, shards::Unsealed::FromKeepers);
     assert_eq!(n.status(), Status::Unsealed);
 }
 
@@ -121,6 +124,30 @@ async fn pull_waits_for_enough_keepers() {
         .unwrap()
         .unwrap();
     assert_eq!(n.status(), Status::Unsealed);
+}
+
+#[tokio::test]
+async fn a_pull_overtaken_by_an_operator_restore_says_so() {
+    let (n, store, _) = nexus().await;
+    let (clients, _) = keepers(3).await;
+    let shares = n.keeper_shares().unwrap();
+    n.close().await;
+    let n = reopen(store).await;
+    // The Keepers hold nothing: the pull waits, and an operator unseals.
+    let pull = {
+        let (n, clients) = (n.clone(), clients.clone());
+        tokio::spawn(async move { shards::pull_and_unseal(&n, &clients, 2).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    n.unseal(&[shares[0].try_clone(), shares[2].try_clone()])
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), pull)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, shards::Unsealed::Meanwhile);
 }
 
 #[tokio::test]
