@@ -90,7 +90,7 @@ pub struct AuditEvent {
     /// Allowed or denied, and by what.
     pub decision: Decision,
     /// `ok` or the error class.
-    pub status: String,
+    pub status: &'static str,
     /// How long the call took, in microseconds.
     pub duration_us: u64,
 }

@@ -547,7 +547,7 @@ impl Nexus {
         path: Option<&str>,
         decision: Decision,
         started: Instant,
-        status: &str,
+        status: &'static str,
     ) -> std::io::Result<()> {
         let Some(sink) = &self.inner.audit else {
             return Ok(());
@@ -569,7 +569,7 @@ impl Nexus {
             action,
             path,
             decision,
-            status: status.to_owned(),
+            status,
             duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         })
     }

@@ -241,7 +241,7 @@ mod tests {
             decision: Decision::Allow {
                 by: "policy:p".into(),
             },
-            status: "ok".into(),
+            status: "ok",
             duration_us: 3,
         }
     }
