@@ -281,6 +281,16 @@ struct Who<'a> {
     api: &'static str,
 }
 
+impl<'a> Who<'a> {
+    fn of(caller: &'a Caller) -> Self {
+        Who {
+            caller: caller.id.as_str(),
+            remote_addr: caller.remote_addr.map(|a| a.to_string()),
+            api: caller.api,
+        }
+    }
+}
+
 /// An access the caller asks for.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Access<'a> {
@@ -426,11 +436,7 @@ impl Nexus {
         if self.inner.audit.is_none() {
             return result;
         }
-        let who = Who {
-            caller: caller.id.as_str(),
-            remote_addr: caller.remote_addr.map(|a| a.to_string()),
-            api: caller.api,
-        };
+        let who = Who::of(caller);
         let fail_closed = self.inner.config.audit.fail_closed;
         self.record(who, action, path, decision, started, result, fail_closed)
     }
@@ -484,11 +490,7 @@ impl Nexus {
             return;
         }
         let who = match caller {
-            Some(c) => Who {
-                caller: c.id.as_str(),
-                remote_addr: c.remote_addr.map(|a| a.to_string()),
-                api: c.api,
-            },
+            Some(c) => Who::of(c),
             None => Who {
                 caller: "unauthenticated",
                 remote_addr: None,
