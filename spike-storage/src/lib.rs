@@ -13,9 +13,9 @@
 //! # Durability contract
 //!
 //! [`BackingStore::commit`] applies a [`WriteBatch`] all-or-nothing, in op
-//! order, and resolves `Ok` only once the batch is durable (fsync'd for
-//! [`RedbStore`], whose every commit uses redb's `Durability::Immediate`;
-//! there is no weaker mode). One batch is one transaction: group commit is
+//! order, and resolves `Ok` only once the batch is durable (for
+//! [`RedbStore`]: `fdatasync`'d in its write-ahead log; there is no weaker
+//! mode). One batch is one transaction: group commit is
 //! done by batching many records into one commit. A commit that fails (or
 //! whose future is dropped) may still have been applied; callers treat it as
 //! "maybe applied". [`StorageError::is_retryable`] says whether trying again
@@ -23,7 +23,8 @@
 //!
 //! # Stores
 //!
-//! - [`RedbStore`]: one redb file, the embedded default.
+//! - [`RedbStore`]: a redb file and its write-ahead log, the embedded
+//!   default.
 //! - [`MemoryStore`]: a `BTreeMap`, for tests.
 //! - [`FaultyStore`]: wraps any store and injects failures and latency on
 //!   command of its [`FaultController`], for tests of the layers above.
@@ -70,4 +71,4 @@ mod redb_store;
 pub use backend::{BackingStore, Entry, StorageError, StoreFuture, WriteBatch, WriteOp};
 pub use faulty::{FaultController, FaultyStore};
 pub use memory::MemoryStore;
-pub use redb_store::RedbStore;
+pub use redb_store::{RedbOptions, RedbStore};

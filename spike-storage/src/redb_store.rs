@@ -1,19 +1,28 @@
-//! [`RedbStore`]: the embedded default store, one redb file.
+//! [`RedbStore`]: the embedded default store, a redb file and its
+//! write-ahead log.
+
+mod wal;
 
 use std::fmt;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use redb::backends::FileBackend;
-use redb::{Database, Durability, ReadableDatabase, TableDefinition, TableError};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
 use crate::backend::{
     BackingStore, Entry, StorageError, StoreFuture, WriteBatch, WriteOp, scan_bounds,
 };
+use wal::{Fit, Wal};
 
 /// The one table holding the whole keyspace.
 const TABLE: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("spike");
+/// The log's bookkeeping: [`APPLIED`] is the `seq` of the last log frame
+/// whose batch a durable commit holds.
+const WAL_TABLE: TableDefinition<'static, &str, u64> = TableDefinition::new("spike.wal");
+const APPLIED: &str = "applied";
 
 /// redb's own limit on a value (and, plus 768 MiB, on a key/value pair).
 const REDB_MAX_VALUE: usize = 3 * 1024 * 1024 * 1024;
@@ -22,54 +31,86 @@ const REDB_MAX_VALUE: usize = 3 * 1024 * 1024 * 1024;
 /// cache would only duplicate the file (see [`RedbStore::open`]).
 const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
-/// A store in one redb file.
+/// A store in a redb file (`spike.redb`, say) and its write-ahead log
+/// beside it (`spike.redb-wal`).
 ///
-/// Every commit is one redb write transaction with
-/// [`Durability::Immediate`]: it is fsync'd before `commit` resolves. redb is
-/// synchronous, so commits and scans run on tokio's blocking thread pool
-/// (when called inside a tokio runtime; elsewhere they run inline). A point
-/// `get` runs inline: it takes microseconds on an open database.
+/// A commit is durable before it resolves: its batch is appended to the
+/// log and `fdatasync`'d, then applied to redb in a non-durable
+/// transaction, which readers see at once. A durable redb commit (a
+/// checkpoint) every few hundred commits, and when the store is dropped,
+/// makes the log's frames redundant; a store opened after a crash replays
+/// them. The log's format and recovery rules are documented in
+/// `redb_store/wal.rs`. The two files are one store: keep them together,
+/// and copy them only while no process has the store open.
 ///
-/// Only one process may have the file open; a second open fails with
+/// redb is synchronous, so commits and scans run on tokio's blocking thread
+/// pool (when called inside a tokio runtime; elsewhere they run inline). A
+/// point `get` runs inline: it takes microseconds on an open database.
+///
+/// Only one process may have the store open; a second open fails with
 /// [`StorageError::Locked`].
 ///
-/// After an I/O error during a commit, redb refuses further writes until
-/// the file is reopened; such errors are [`StorageError::Io`] and not
-/// retryable: restart the process (or drop and reopen the store).
+/// After an I/O error during a commit the store refuses further commits
+/// (the log's and redb's state on disk are then unknown); such errors are
+/// [`StorageError::Io`] and not retryable: drop and reopen the store, which
+/// recovers from the log.
 pub struct RedbStore {
-    db: Arc<Database>,
+    inner: Arc<Inner>,
     path: PathBuf,
+}
+
+/// What the blocking-pool closures share.
+struct Inner {
+    db: Database,
+    /// The log; `None` once a commit has failed.
+    wal: Mutex<Option<Wal>>,
     name: Arc<str>,
 }
 
+/// How [`RedbStore::open_with`] sets a store up.
+#[derive(Debug, Clone)]
+pub struct RedbOptions {
+    log_capacity: u64,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        Self {
+            log_capacity: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl RedbOptions {
+    /// The most bytes the write-ahead log holds between two checkpoints
+    /// (default 16 MiB; at most 4 GiB). A batch larger than that commits
+    /// to redb durably, without the log. The log file grows to this size
+    /// in steps and is reused; a crash costs a replay of at most this much.
+    pub fn log_capacity(mut self, bytes: u64) -> Self {
+        self.log_capacity = bytes;
+        self
+    }
+}
+
 impl RedbStore {
-    /// Open the store at `path`, creating it if missing.
+    /// Open the store at `path` with the default [`RedbOptions`], creating
+    /// it if missing, and recover what a crash left in its log.
     ///
-    /// The parent directory must exist. A new file is created with mode
-    /// `0600` on unix (the mode of an existing file is left alone) and its
-    /// directory entry is fsync'd.
+    /// The parent directory must exist. New files (the database and its log
+    /// at `path` + `-wal`) are created with mode `0600` on unix (the mode of
+    /// an existing file is left alone) and their directory entries are
+    /// fsync'd.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StorageError> {
+        Self::open_with(path, RedbOptions::default())
+    }
+
+    /// [`open`](Self::open) with `options`.
+    pub fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self, StorageError> {
         let path = path.as_ref().to_path_buf();
         let name: Arc<str> = format!("redb:{}", path.display()).into();
-        let io = |source: std::io::Error| StorageError::Io {
-            store: name.to_string(),
-            source: Box::new(source),
-        };
+        let io = |source: std::io::Error| io_error(&name, source);
 
-        let mut options = OpenOptions::new();
-        options.read(true).write(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let (file, created) = match options.clone().create_new(true).open(&path) {
-            Ok(file) => (file, true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                (options.open(&path).map_err(io)?, false)
-            }
-            Err(e) => return Err(io(e)),
-        };
+        let (file, created) = open_private(&path).map_err(io)?;
         let backend = FileBackend::new(file).map_err(|e| map_err(&name, e))?;
         // spike-core keeps every record in memory and reads the store only
         // at unseal, so redb's page cache (1 GiB by default) would mostly
@@ -79,21 +120,43 @@ impl RedbStore {
             .create_with_backend(backend)
             .map_err(|e| map_err(&name, e))?;
 
-        // Create the table now, so that reads never meet a missing table.
+        // Create the tables now, so that reads never meet a missing table.
         let txn = db.begin_write().map_err(|e| map_err(&name, e))?;
         txn.open_table(TABLE).map_err(|e| map_err(&name, e))?;
+        let applied = {
+            let table = txn.open_table(WAL_TABLE).map_err(|e| map_err(&name, e))?;
+            let applied = table.get(APPLIED).map_err(|e| map_err(&name, e))?;
+            applied.map_or(0, |seq| seq.value())
+        };
         txn.commit().map_err(|e| map_err(&name, e))?;
+
+        let mut wal_path = path.clone().into_os_string();
+        wal_path.push("-wal");
+        let (mut wal_file, wal_created) = open_private(Path::new(&wal_path)).map_err(io)?;
 
         // A new file's directory entry must be durable too, or a crash can
         // lose the whole file with every commit in it.
-        if created {
+        if created || wal_created {
             sync_parent_dir(&path).map_err(io)?;
         }
 
+        // Replay what the log holds beyond redb's last durable commit.
+        let batches = wal::read_frames(&read_log(&mut wal_file).map_err(io)?, applied + 1);
+        let mut next_seq = applied + 1;
+        if !batches.is_empty() {
+            let last = applied + batches.len() as u64;
+            apply(&db, &name, &batches, Some(last))?;
+            next_seq = last + 1;
+        }
+        let wal = Wal::new(wal_file, options.log_capacity, next_seq).map_err(io)?;
+
         Ok(Self {
-            db: Arc::new(db),
+            inner: Arc::new(Inner {
+                db,
+                wal: Mutex::new(Some(wal)),
+                name,
+            }),
             path,
-            name,
         })
     }
 
@@ -106,19 +169,18 @@ impl RedbStore {
     async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
-        F: FnOnce(&Database, &str) -> Result<T, StorageError> + Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
-        let name = Arc::clone(&self.name);
+        let inner = Arc::clone(&self.inner);
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => handle
-                .spawn_blocking(move || f(&db, &name))
+                .spawn_blocking(move || f(&inner))
                 .await
                 .map_err(|join| StorageError::Io {
-                    store: self.name.to_string(),
+                    store: self.inner.name.to_string(),
                     source: Box::new(join),
                 })?,
-            Err(_) => f(&db, &name),
+            Err(_) => f(&inner),
         }
     }
 }
@@ -133,11 +195,11 @@ impl fmt::Debug for RedbStore {
 
 impl BackingStore for RedbStore {
     fn describe(&self) -> String {
-        self.name.to_string()
+        self.inner.name.to_string()
     }
 
     fn get<'a>(&'a self, key: &'a [u8]) -> StoreFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move { get(&self.db, &self.name, key) })
+        Box::pin(async move { get(&self.inner.db, &self.inner.name, key) })
     }
 
     fn scan<'a>(
@@ -152,8 +214,16 @@ impl BackingStore for RedbStore {
             }
             let prefix = prefix.to_vec();
             let start_after = start_after.map(<[u8]>::to_vec);
-            self.blocking(move |db, name| scan(db, name, &prefix, start_after.as_deref(), limit))
-                .await
+            self.blocking(move |inner| {
+                scan(
+                    &inner.db,
+                    &inner.name,
+                    &prefix,
+                    start_after.as_deref(),
+                    limit,
+                )
+            })
+            .await
         })
     }
 
@@ -162,7 +232,7 @@ impl BackingStore for RedbStore {
             if batch.is_empty() {
                 return Ok(());
             }
-            self.blocking(move |db, name| commit(db, name, batch)).await
+            self.blocking(move |inner| inner.commit(&batch)).await
         })
     }
 }
@@ -223,14 +293,92 @@ fn scan(
     Ok(page)
 }
 
-fn commit(db: &Database, name: &str, batch: WriteBatch) -> Result<(), StorageError> {
+impl Inner {
+    /// Make `batch` durable and visible; see [`RedbStore`].
+    fn commit(&self, batch: &WriteBatch) -> Result<(), StorageError> {
+        let mut wal = self.wal.lock().map_err(|_| self.failed())?;
+        let Some(log) = wal.as_mut() else {
+            return Err(self.failed());
+        };
+        let result = commit_through_log(&self.db, &self.name, log, batch);
+        if result.is_err() {
+            // The log and redb may now disagree with what is on disk.
+            *wal = None;
+        }
+        result
+    }
+
+    fn failed(&self) -> StorageError {
+        io_error(
+            &self.name,
+            std::io::Error::other("an earlier commit failed; reopen the store"),
+        )
+    }
+}
+
+impl Drop for Inner {
+    /// Checkpoint, so that the next open has nothing to replay and the
+    /// database file alone holds every commit.
+    fn drop(&mut self) {
+        if let Ok(mut wal) = self.wal.lock()
+            && let Some(log) = wal.as_mut()
+            && log.has_frames()
+        {
+            // Best effort: on failure the next open replays the log.
+            let _ = checkpoint(&self.db, &self.name, log);
+        }
+    }
+}
+
+fn commit_through_log(
+    db: &Database,
+    name: &str,
+    log: &mut Wal,
+    batch: &WriteBatch,
+) -> Result<(), StorageError> {
+    if log.fits(batch) == Fit::AfterCheckpoint {
+        checkpoint(db, name, log)?;
+    }
+    if log.fits(batch) == Fit::Now {
+        log.append(batch).map_err(|e| io_error(name, e))?;
+        apply(db, name, std::slice::from_ref(batch), None)?;
+        if log.checkpoint_due() {
+            checkpoint(db, name, log)?;
+        }
+    } else {
+        // Larger than the whole log: straight to redb, durably.
+        let seq = log.assign_seq();
+        apply(db, name, std::slice::from_ref(batch), Some(seq))?;
+        log.restart();
+    }
+    Ok(())
+}
+
+/// A durable redb commit of everything so far; the log starts again.
+fn checkpoint(db: &Database, name: &str, log: &mut Wal) -> Result<(), StorageError> {
+    apply(db, name, &[], Some(log.last_seq()))?;
+    log.restart();
+    Ok(())
+}
+
+/// Apply `batches` in one redb transaction: durable, recording that it
+/// holds every log frame up to `durable_through`, or (`None`) not durable.
+fn apply(
+    db: &Database,
+    name: &str,
+    batches: &[WriteBatch],
+    durable_through: Option<u64>,
+) -> Result<(), StorageError> {
     let mut txn = db.begin_write().map_err(|e| map_err(name, e))?;
-    // The default, stated so that it stays the contract.
-    txn.set_durability(Durability::Immediate)
+    let durability = match durable_through {
+        Some(_) => Durability::Immediate,
+        None => Durability::None,
+    };
+    txn.set_durability(durability)
         .map_err(|e| map_err(name, e))?;
     {
         let mut table = txn.open_table(TABLE).map_err(|e| map_err(name, e))?;
-        for op in batch.ops() {
+        for op in batches.iter().flat_map(WriteBatch::ops) {
             match op {
                 WriteOp::Put { key, value } => {
                     table
@@ -243,8 +391,43 @@ fn commit(db: &Database, name: &str, batch: WriteBatch) -> Result<(), StorageErr
             }
         }
     }
+    if let Some(seq) = durable_through {
+        let mut table = txn.open_table(WAL_TABLE).map_err(|e| map_err(name, e))?;
+        table.insert(APPLIED, seq).map_err(|e| map_err(name, e))?;
+    }
     // An error before this point drops `txn`, which aborts it: nothing applied.
     txn.commit().map_err(|e| map_err(name, e))
+}
+
+/// Open `path` for reading and writing, creating it with mode `0600` on
+/// unix if missing; says whether it was created.
+fn open_private(path: &Path) -> std::io::Result<(File, bool)> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.clone().create_new(true).open(path) {
+        Ok(file) => Ok((file, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((options.open(path)?, false)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The log's bytes (at most its capacity, a few MiB).
+fn read_log(file: &mut File) -> std::io::Result<Vec<u8>> {
+    let mut log = Vec::new();
+    file.read_to_end(&mut log)?;
+    Ok(log)
+}
+
+fn io_error(name: &str, source: std::io::Error) -> StorageError {
+    StorageError::Io {
+        store: name.to_owned(),
+        source: Box::new(source),
+    }
 }
 
 /// Map any redb error to a [`StorageError`] naming the store.

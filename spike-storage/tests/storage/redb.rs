@@ -6,7 +6,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use spike_storage::{BackingStore, RedbStore, StorageError, WriteBatch};
+use std::collections::BTreeMap;
+
+use spike_storage::{BackingStore, RedbOptions, RedbStore, StorageError, WriteBatch};
 
 #[tokio::test]
 async fn data_persists_across_reopen() {
@@ -116,12 +118,128 @@ fn works_outside_a_tokio_runtime() {
     assert_eq!(now(store.scan(b"", None, 5)).unwrap().len(), 1);
 }
 
+// ---- the write-ahead log ----
+
+/// A copy of the store's two files taken while it is open: what a crash at
+/// that instant would leave on disk (every commit has returned, so its log
+/// frame, or its durable redb commit, is in the files).
+fn snapshot(path: &Path, to: &Path) {
+    std::fs::copy(path, to).unwrap();
+    let mut from_log = path.as_os_str().to_owned();
+    from_log.push("-wal");
+    let mut to_log = to.as_os_str().to_owned();
+    to_log.push("-wal");
+    std::fs::copy(&from_log, &to_log).unwrap();
+}
+
+async fn contents(store: &RedbStore) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let all = store.scan(b"", None, usize::MAX).await.unwrap();
+    all.into_iter().map(|e| (e.key, e.value)).collect()
+}
+
+/// Puts, overwrites and deletes through a 4 KiB log, crossing checkpoints,
+/// restarts of the log and batches too large for it; a crash after any
+/// commit must find exactly what was committed.
+#[tokio::test]
+async fn a_crash_after_any_commit_recovers_every_commit_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spike.redb");
+    let store = RedbStore::open_with(&path, RedbOptions::default().log_capacity(4096)).unwrap();
+    let mut model = BTreeMap::new();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for round in 0..60u32 {
+        let mut batch = WriteBatch::new();
+        for _ in 0..rng.usize(1..5) {
+            let key = vec![b'k', rng.u8(..20)];
+            if rng.u8(..4) == 0 {
+                batch.delete(key.clone());
+                model.remove(&key);
+            } else {
+                // Mostly small values; now and then one larger than the log.
+                let len = if rng.u8(..10) == 0 {
+                    5000
+                } else {
+                    rng.usize(1..900)
+                };
+                let value = vec![round as u8; len];
+                batch.put(key.clone(), value.clone());
+                model.insert(key, value);
+            }
+        }
+        store.commit(batch).await.unwrap();
+
+        let crashed = dir.path().join(format!("crash-{round}.redb"));
+        snapshot(&path, &crashed);
+        let recovered = RedbStore::open(&crashed).unwrap();
+        assert_eq!(contents(&recovered).await, model, "after commit {round}");
+    }
+}
+
+#[tokio::test]
+async fn a_reopened_store_continues_the_log_where_recovery_left_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spike.redb");
+    let crashed = dir.path().join("crashed.redb");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        for i in 0..5u8 {
+            let mut batch = WriteBatch::new();
+            batch.put([i], [i]);
+            store.commit(batch).await.unwrap();
+        }
+        snapshot(&path, &crashed);
+    }
+    // Recover from the log, write more, crash again: both generations hold.
+    let store = RedbStore::open(&crashed).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.put([9u8], [9u8]).delete([0u8]);
+    store.commit(batch).await.unwrap();
+    let twice = dir.path().join("twice.redb");
+    snapshot(&crashed, &twice);
+    let store = RedbStore::open(&twice).unwrap();
+    let keys: Vec<Vec<u8>> = contents(&store).await.into_keys().collect();
+    assert_eq!(keys, [[1u8], [2], [3], [4], [9]]);
+}
+
+#[tokio::test]
+async fn a_clean_close_leaves_the_database_file_complete_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spike.redb");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        let mut batch = WriteBatch::new();
+        batch.put(*b"a", *b"1");
+        store.commit(batch).await.unwrap();
+    }
+    // The log is not needed after a clean close (it was checkpointed).
+    let mut log = path.as_os_str().to_owned();
+    log.push("-wal");
+    std::fs::remove_file(&log).unwrap();
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.get(b"a").await.unwrap(), Some(b"1".to_vec()));
+}
+
+#[cfg(unix)]
+#[test]
+fn the_log_file_has_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let _store = RedbStore::open(dir.path().join("spike.redb")).unwrap();
+    let mode = std::fs::metadata(dir.path().join("spike.redb-wal"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+}
+
 // ---- crash test: a writer child process killed with SIGKILL ----
 
 /// Set in the child: the database path; selects the writer mode.
 const WRITER_PATH: &str = "SPIKE_STORAGE_CRASH_WRITER_PATH";
 /// Set in the child: the first batch number to write.
 const WRITER_START: &str = "SPIKE_STORAGE_CRASH_WRITER_START";
+/// Set in the child: the write-ahead log's capacity in bytes.
+const WRITER_LOG_CAPACITY: &str = "SPIKE_STORAGE_CRASH_WRITER_LOG_CAPACITY";
 const KEYS_PER_BATCH: u64 = 4;
 
 fn crash_key(batch: u64, j: u64) -> Vec<u8> {
@@ -147,7 +265,8 @@ async fn crash_writer_child() {
         return;
     };
     let start: u64 = std::env::var(WRITER_START).unwrap().parse().unwrap();
-    let store = RedbStore::open(&path).unwrap();
+    let capacity: u64 = std::env::var(WRITER_LOG_CAPACITY).unwrap().parse().unwrap();
+    let store = RedbStore::open_with(&path, RedbOptions::default().log_capacity(capacity)).unwrap();
     let mut out = std::io::stdout().lock();
     let deadline = Instant::now() + Duration::from_secs(20); // if the parent dies
     for n in start.. {
@@ -171,7 +290,7 @@ fn ack(line: &str) -> Option<u64> {
 
 /// Run the writer in a child, kill it with SIGKILL after `kill_after` acks
 /// (so mid-commit, most likely), and return every batch number it acked.
-fn run_writer_and_kill(path: &Path, start: u64, kill_after: usize) -> Vec<u64> {
+fn run_writer_and_kill(path: &Path, log_capacity: u64, start: u64, kill_after: usize) -> Vec<u64> {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -181,6 +300,7 @@ fn run_writer_and_kill(path: &Path, start: u64, kill_after: usize) -> Vec<u64> {
         ])
         .env(WRITER_PATH, path)
         .env(WRITER_START, start.to_string())
+        .env(WRITER_LOG_CAPACITY, log_capacity.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -211,6 +331,17 @@ fn run_writer_and_kill(path: &Path, start: u64, kill_after: usize) -> Vec<u64> {
 
 #[test]
 fn committed_data_survives_sigkill_of_the_writer() {
+    sigkill_rounds(16 * 1024 * 1024);
+}
+
+/// A log of 8 KiB holds about one batch: commits go through checkpoints
+/// and restarts of the log all the time, and some straight to redb.
+#[test]
+fn committed_data_survives_sigkill_of_the_writer_with_a_small_log() {
+    sigkill_rounds(8 * 1024);
+}
+
+fn sigkill_rounds(log_capacity: u64) {
     if std::env::var_os(WRITER_PATH).is_some() {
         return; // in a child
     }
@@ -219,7 +350,7 @@ fn committed_data_survives_sigkill_of_the_writer() {
     let mut acked_all: Vec<u64> = Vec::new();
     let mut next = 0;
     for kill_after in [40, 150, 7, 90] {
-        let acked = run_writer_and_kill(&path, next, kill_after);
+        let acked = run_writer_and_kill(&path, log_capacity, next, kill_after);
         assert_eq!(acked.first(), Some(&next));
         next = acked.last().unwrap() + 1;
         acked_all.extend(acked);
