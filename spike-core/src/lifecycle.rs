@@ -521,11 +521,11 @@ impl Nexus {
             next,
         );
         if let State::Unsealed(u) = old {
-            let task = u.writer.take_task();
+            let finished = u.writer.take_finished();
             drop(u);
-            if let Some(task) = task {
+            if let Some(finished) = finished {
                 // Ends once in-flight writers (holding handles) finish.
-                let _ = task.await;
+                let _ = finished.await;
             }
         }
     }

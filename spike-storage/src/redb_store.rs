@@ -37,14 +37,15 @@ const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// A commit is durable before it resolves: its batch is appended to the
 /// log and `fdatasync`'d, then applied to redb in a non-durable
 /// transaction, which readers see at once. A durable redb commit (a
-/// checkpoint) every few hundred commits, and when the store is dropped,
+/// checkpoint) every thousand commits or so, and when the store is dropped,
 /// makes the log's frames redundant; a store opened after a crash replays
 /// them. The log's format and recovery rules are documented in
 /// `redb_store/wal.rs`. The two files are one store: keep them together,
 /// and copy them only while no process has the store open.
 ///
-/// redb is synchronous, so commits and scans run on tokio's blocking thread
-/// pool (when called inside a tokio runtime; elsewhere they run inline). A
+/// redb is synchronous, so commits and scans called from an async task run
+/// on tokio's blocking thread pool; called from anywhere else (a plain
+/// thread, a `block_on`) they run inline. A
 /// point `get` runs inline: it takes microseconds on an open database.
 ///
 /// Only one process may have the store open; a second open fails with
@@ -165,22 +166,26 @@ impl RedbStore {
         &self.path
     }
 
-    /// Run `f` on the blocking pool when inside a tokio runtime, else inline.
+    /// Run `f` on the blocking pool when inside an async task, else inline.
     async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => handle
+        // Blocking is wrong only inside an async task: there the work goes to
+        // the blocking pool. Anywhere else (a plain thread, a `block_on`, the
+        // blocking pool itself) it runs inline, without a hop.
+        let runtime = tokio::task::try_id().and(tokio::runtime::Handle::try_current().ok());
+        match runtime {
+            Some(handle) => handle
                 .spawn_blocking(move || f(&inner))
                 .await
                 .map_err(|join| StorageError::Io {
                     store: self.inner.name.to_string(),
                     source: Box::new(join),
                 })?,
-            Err(_) => f(&inner),
+            None => f(&inner),
         }
     }
 }

@@ -716,15 +716,18 @@ fn interrupted_rotation_unseals_and_its_records_are_checked() {
 
 // ---- whole files ---------------------------------------------------------------
 
-/// **Not detected**: replacing the whole file with an older copy that is
-/// consistent in itself (records and manifest from the same commit). The
-/// store has nothing to compare against; only an external witness (the
-/// manifest sequence number kept elsewhere) could tell. See
-/// `docs/format.md`, "What is and is not detected".
+/// **Not detected**: replacing the whole store (the redb file and its
+/// write-ahead log) with an older copy that is consistent in itself
+/// (records and manifest from the same commit). The store has nothing to
+/// compare against; only an external witness (the manifest sequence number
+/// kept elsewhere) could tell. See `docs/format.md`, "What is and is not
+/// detected".
 #[test]
 fn whole_file_rollback_is_not_detected_documented_limitation() {
     let (_dir, path) = copy_of_template();
-    let before = std::fs::read(&path).unwrap();
+    let mut log = path.clone().into_os_string();
+    log.push("-wal");
+    let before = (std::fs::read(&path).unwrap(), std::fs::read(&log).ok());
     let shares = &template().shares;
     block_on(async {
         let store = Arc::new(RedbStore::open(&path).unwrap());
@@ -742,8 +745,12 @@ fn whole_file_rollback_is_not_detected_documented_limitation() {
     });
     assert_eq!(reopen(&path, shares).unwrap().secrets["app/db"].0, 3);
 
-    std::fs::write(&path, &before).unwrap();
-    let served = reopen(&path, shares).expect("an older consistent file unseals");
+    std::fs::write(&path, &before.0).unwrap();
+    match &before.1 {
+        Some(bytes) => std::fs::write(&log, bytes).unwrap(),
+        None => std::fs::remove_file(&log).unwrap(),
+    }
+    let served = reopen(&path, shares).expect("an older consistent store unseals");
     let db = &served.secrets["app/db"];
     assert_eq!(
         db.0, 2,

@@ -59,7 +59,7 @@ const TAG_DELETE: u8 = 0x02;
 /// Non-durable commits between two checkpoints (the log's frames then go
 /// out of use). More means fewer durable redb commits and a longer replay
 /// after a crash.
-pub(super) const CHECKPOINT_COMMITS: u32 = 256;
+pub(super) const CHECKPOINT_COMMITS: u32 = 1024;
 /// The log grows in zero-filled steps of this size, so that the `fdatasync`
 /// of a commit never has to write the file's size as well.
 const GROW_STEP: u64 = 1024 * 1024;
