@@ -3,11 +3,13 @@
 
 mod wal;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use redb::backends::FileBackend;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
@@ -35,11 +37,12 @@ const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// beside it (`spike.redb-wal`).
 ///
 /// A commit is durable before it resolves: its batch is appended to the
-/// log and `fdatasync`'d, then applied to redb in a non-durable
-/// transaction, which readers see at once. A durable redb commit (a
-/// checkpoint) every thousand commits or so, and when the store is dropped,
-/// makes the log's frames redundant; a store opened after a crash replays
-/// them. The log's format and recovery rules are documented in
+/// log and `fdatasync`'d, then merged into an in-memory overlay of the keys
+/// written since the last checkpoint, which `get` and `scan` consult before
+/// redb. A checkpoint (every thousand commits or so, when the log is full,
+/// and when the store is dropped) writes the overlay to redb in one durable
+/// commit, which makes the log's frames redundant; a store opened after a
+/// crash replays them. The log's format and recovery rules are documented in
 /// `redb_store/wal.rs`. The two files are one store: keep them together,
 /// and copy them only while no process has the store open.
 ///
@@ -60,11 +63,18 @@ pub struct RedbStore {
     path: PathBuf,
 }
 
+/// The keys written since the last checkpoint: their value, or `None` if
+/// deleted.
+type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+
 /// What the blocking-pool closures share.
 struct Inner {
     db: Database,
-    /// The log; `None` once a commit has failed.
+    /// The log; `None` once a commit has failed. Held for the whole of a
+    /// commit: commits are applied in log order.
     wal: Mutex<Option<Wal>>,
+    /// Changed only by a commit (holding `wal`), read by `get` and `scan`.
+    overlay: RwLock<Overlay>,
     name: Arc<str>,
 }
 
@@ -146,7 +156,8 @@ impl RedbStore {
         let mut next_seq = applied + 1;
         if !batches.is_empty() {
             let last = applied + batches.len() as u64;
-            apply(&db, &name, &batches, Some(last))?;
+            let ops = batches.iter().flat_map(WriteBatch::ops).map(op_parts);
+            apply(&db, &name, ops, last)?;
             next_seq = last + 1;
         }
         let wal = Wal::new(wal_file, options.log_capacity, next_seq).map_err(io)?;
@@ -155,6 +166,7 @@ impl RedbStore {
             inner: Arc::new(Inner {
                 db,
                 wal: Mutex::new(Some(wal)),
+                overlay: RwLock::new(Overlay::new()),
                 name,
             }),
             path,
@@ -204,7 +216,7 @@ impl BackingStore for RedbStore {
     }
 
     fn get<'a>(&'a self, key: &'a [u8]) -> StoreFuture<'a, Option<Vec<u8>>> {
-        Box::pin(async move { get(&self.inner.db, &self.inner.name, key) })
+        Box::pin(async move { self.inner.get(key) })
     }
 
     fn scan<'a>(
@@ -219,16 +231,8 @@ impl BackingStore for RedbStore {
             }
             let prefix = prefix.to_vec();
             let start_after = start_after.map(<[u8]>::to_vec);
-            self.blocking(move |inner| {
-                scan(
-                    &inner.db,
-                    &inner.name,
-                    &prefix,
-                    start_after.as_deref(),
-                    limit,
-                )
-            })
-            .await
+            self.blocking(move |inner| inner.scan(&prefix, start_after.as_deref(), limit))
+                .await
         })
     }
 
@@ -256,61 +260,154 @@ fn sync_parent_dir(_path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn get(db: &Database, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-    let txn = db.begin_read().map_err(|e| map_err(name, e))?;
-    let table = match txn.open_table(TABLE) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(e) => return Err(map_err(name, e)),
-    };
-    let value = table.get(key).map_err(|e| map_err(name, e))?;
-    Ok(value.map(|v| v.value().to_vec()))
-}
-
-fn scan(
-    db: &Database,
-    name: &str,
-    prefix: &[u8],
-    start_after: Option<&[u8]>,
-    limit: usize,
-) -> Result<Vec<Entry>, StorageError> {
-    let Some(bounds) = scan_bounds(prefix, start_after) else {
-        return Ok(Vec::new());
-    };
-    let txn = db.begin_read().map_err(|e| map_err(name, e))?;
-    let table = match txn.open_table(TABLE) {
-        Ok(table) => table,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-        Err(e) => return Err(map_err(name, e)),
-    };
-    let range = table
-        .range::<&[u8]>(bounds.range())
-        .map_err(|e| map_err(name, e))?;
-    // `limit` may be huge ("everything"): do not reserve it up front.
-    let mut page = Vec::with_capacity(limit.min(16 * 1024));
-    for item in range.take(limit) {
-        let (key, value) = item.map_err(|e| map_err(name, e))?;
-        page.push(Entry {
-            key: key.value().to_vec(),
-            value: value.value().to_vec(),
-        });
-    }
-    Ok(page)
-}
-
 impl Inner {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        if let Some(value) = self.read_overlay()?.get(key) {
+            return Ok(value.clone());
+        }
+        let name = &*self.name;
+        let txn = self.db.begin_read().map_err(|e| map_err(name, e))?;
+        let table = match txn.open_table(TABLE) {
+            Ok(table) => table,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(map_err(name, e)),
+        };
+        let value = table.get(key).map_err(|e| map_err(name, e))?;
+        Ok(value.map(|v| v.value().to_vec()))
+    }
+
+    /// redb's entries merged with the overlay's, which win (a `None` hides
+    /// the key). The overlay stays read-locked throughout, so a checkpoint
+    /// cannot move entries from it to redb halfway.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let Some(bounds) = scan_bounds(prefix, start_after) else {
+            return Ok(Vec::new());
+        };
+        let name = &*self.name;
+        let overlay = self.read_overlay()?;
+        let mut changed = overlay
+            .range::<[u8], (Bound<&[u8]>, Bound<&[u8]>)>(bounds.range())
+            .peekable();
+        let txn = self.db.begin_read().map_err(|e| map_err(name, e))?;
+        let table = match txn.open_table(TABLE) {
+            Ok(table) => Some(table),
+            Err(TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(map_err(name, e)),
+        };
+        let mut stored = match &table {
+            Some(table) => Some(
+                table
+                    .range::<&[u8]>(bounds.range())
+                    .map_err(|e| map_err(name, e))?,
+            ),
+            None => None,
+        };
+        let mut next_stored = || -> Result<Option<Entry>, StorageError> {
+            let Some(item) = stored.as_mut().and_then(Iterator::next) else {
+                return Ok(None);
+            };
+            let (key, value) = item.map_err(|e| map_err(name, e))?;
+            Ok(Some(Entry {
+                key: key.value().to_vec(),
+                value: value.value().to_vec(),
+            }))
+        };
+        // `limit` may be huge ("everything"): do not reserve it up front.
+        let mut page = Vec::with_capacity(limit.min(16 * 1024));
+        let mut held = next_stored()?;
+        while page.len() < limit {
+            let from_overlay = match (&held, changed.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(entry), Some((key, _))) => key.as_slice() <= entry.key.as_slice(),
+            };
+            if from_overlay {
+                let Some((key, value)) = changed.next() else {
+                    break;
+                };
+                if held.as_ref().is_some_and(|e| &e.key == key) {
+                    held = next_stored()?; // overwritten or deleted
+                }
+                if let Some(value) = value {
+                    page.push(Entry {
+                        key: key.clone(),
+                        value: value.clone(),
+                    });
+                }
+            } else if let Some(entry) = held.take() {
+                page.push(entry);
+                held = next_stored()?;
+            }
+        }
+        Ok(page)
+    }
+
+    fn read_overlay(&self) -> Result<std::sync::RwLockReadGuard<'_, Overlay>, StorageError> {
+        self.overlay.read().map_err(|_| self.failed())
+    }
+
     /// Make `batch` durable and visible; see [`RedbStore`].
     fn commit(&self, batch: &WriteBatch) -> Result<(), StorageError> {
         let mut wal = self.wal.lock().map_err(|_| self.failed())?;
         let Some(log) = wal.as_mut() else {
             return Err(self.failed());
         };
-        let result = commit_through_log(&self.db, &self.name, log, batch);
+        let result = self.commit_through_log(log, batch);
         if result.is_err() {
             // The log and redb may now disagree with what is on disk.
             *wal = None;
         }
         result
+    }
+
+    fn commit_through_log(&self, log: &mut Wal, batch: &WriteBatch) -> Result<(), StorageError> {
+        if log.fits(batch) == Fit::AfterCheckpoint {
+            self.checkpoint(log)?;
+        }
+        if log.fits(batch) == Fit::Now {
+            log.append(batch).map_err(|e| io_error(&self.name, e))?;
+            let mut overlay = self.overlay.write().map_err(|_| self.failed())?;
+            for op in batch.ops() {
+                let value = match op {
+                    WriteOp::Put { value, .. } => Some(value.clone()),
+                    WriteOp::Delete { .. } => None,
+                };
+                overlay.insert(op.key().to_vec(), value);
+            }
+            drop(overlay);
+            if log.checkpoint_due() {
+                self.checkpoint(log)?;
+            }
+        } else {
+            // Larger than the whole log: straight to redb, after the overlay.
+            self.checkpoint(log)?;
+            let seq = log.assign_seq();
+            apply(&self.db, &self.name, batch.ops().iter().map(op_parts), seq)?;
+            log.restart();
+        }
+        Ok(())
+    }
+
+    /// Writes the overlay to redb in one durable commit; the log starts
+    /// again. The caller holds `wal`, so no commit changes the overlay
+    /// meanwhile, and readers find each entry in the overlay or in redb.
+    fn checkpoint(&self, log: &mut Wal) -> Result<(), StorageError> {
+        {
+            let overlay = self.read_overlay()?;
+            let ops = overlay
+                .iter()
+                .map(|(key, value)| (key.as_slice(), value.as_deref()));
+            apply(&self.db, &self.name, ops, log.last_seq())?;
+        }
+        self.overlay.write().map_err(|_| self.failed())?.clear();
+        log.restart();
+        Ok(())
     }
 
     fn failed(&self) -> StorageError {
@@ -330,75 +427,47 @@ impl Drop for Inner {
             && log.has_frames()
         {
             // Best effort: on failure the next open replays the log.
-            let _ = checkpoint(&self.db, &self.name, log);
+            let _ = self.checkpoint(log);
         }
     }
 }
 
-fn commit_through_log(
-    db: &Database,
-    name: &str,
-    log: &mut Wal,
-    batch: &WriteBatch,
-) -> Result<(), StorageError> {
-    if log.fits(batch) == Fit::AfterCheckpoint {
-        checkpoint(db, name, log)?;
+/// An op as (key, value to put or `None` to delete).
+fn op_parts(op: &WriteOp) -> (&[u8], Option<&[u8]>) {
+    match op {
+        WriteOp::Put { key, value } => (key, Some(value)),
+        WriteOp::Delete { key } => (key, None),
     }
-    if log.fits(batch) == Fit::Now {
-        log.append(batch).map_err(|e| io_error(name, e))?;
-        apply(db, name, std::slice::from_ref(batch), None)?;
-        if log.checkpoint_due() {
-            checkpoint(db, name, log)?;
-        }
-    } else {
-        // Larger than the whole log: straight to redb, durably.
-        let seq = log.assign_seq();
-        apply(db, name, std::slice::from_ref(batch), Some(seq))?;
-        log.restart();
-    }
-    Ok(())
 }
 
-/// A durable redb commit of everything so far; the log starts again.
-fn checkpoint(db: &Database, name: &str, log: &mut Wal) -> Result<(), StorageError> {
-    apply(db, name, &[], Some(log.last_seq()))?;
-    log.restart();
-    Ok(())
-}
-
-/// Apply `batches` in one redb transaction: durable, recording that it
-/// holds every log frame up to `durable_through`, or (`None`) not durable.
-fn apply(
+/// Apply `ops` (a value to put, or `None` to delete) in one durable redb
+/// transaction that records that redb now holds every log frame up to
+/// `durable_through`.
+fn apply<'a>(
     db: &Database,
     name: &str,
-    batches: &[WriteBatch],
-    durable_through: Option<u64>,
+    ops: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
+    durable_through: u64,
 ) -> Result<(), StorageError> {
     let mut txn = db.begin_write().map_err(|e| map_err(name, e))?;
-    let durability = match durable_through {
-        Some(_) => Durability::Immediate,
-        None => Durability::None,
-    };
-    txn.set_durability(durability)
+    // The default, stated so that it stays the contract.
+    txn.set_durability(Durability::Immediate)
         .map_err(|e| map_err(name, e))?;
     {
         let mut table = txn.open_table(TABLE).map_err(|e| map_err(name, e))?;
-        for op in batches.iter().flat_map(WriteBatch::ops) {
-            match op {
-                WriteOp::Put { key, value } => {
-                    table
-                        .insert(key.as_slice(), value.as_slice())
-                        .map_err(|e| map_err(name, e))?;
+        for (key, value) in ops {
+            match value {
+                Some(value) => {
+                    table.insert(key, value).map_err(|e| map_err(name, e))?;
                 }
-                WriteOp::Delete { key } => {
-                    table.remove(key.as_slice()).map_err(|e| map_err(name, e))?;
+                None => {
+                    table.remove(key).map_err(|e| map_err(name, e))?;
                 }
             }
         }
-    }
-    if let Some(seq) = durable_through {
-        let mut table = txn.open_table(WAL_TABLE).map_err(|e| map_err(name, e))?;
-        table.insert(APPLIED, seq).map_err(|e| map_err(name, e))?;
+        let mut wal = txn.open_table(WAL_TABLE).map_err(|e| map_err(name, e))?;
+        wal.insert(APPLIED, durable_through)
+            .map_err(|e| map_err(name, e))?;
     }
     // An error before this point drops `txn`, which aborts it: nothing applied.
     txn.commit().map_err(|e| map_err(name, e))

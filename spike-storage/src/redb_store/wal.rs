@@ -8,10 +8,11 @@
 //! records of 1.3 KB that is ~0.45 ms on the 2-core reference VM, and Nexus
 //! acknowledges no write before it. The log makes a commit durable with one
 //! sequential `pwrite` of the batch and one `fdatasync` of a preallocated
-//! file (~0.12 ms); the batch then goes to redb as a *non-durable* commit
-//! (visible to readers at once, on disk only later). Every
-//! [`CHECKPOINT_COMMITS`] commits a durable redb commit, the *checkpoint*,
-//! makes the logged frames redundant, and the log starts again at offset 0.
+//! file (~0.12 ms); the batch then goes to an in-memory overlay that reads
+//! consult before redb. Every [`CHECKPOINT_COMMITS`] commits (or when the
+//! log is full) one durable redb commit, the *checkpoint*, writes the
+//! overlay to redb (a key written many times is written once), which makes
+//! the logged frames redundant, and the log starts again at offset 0.
 //!
 //! # Format (version 1)
 //!

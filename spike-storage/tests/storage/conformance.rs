@@ -1,7 +1,7 @@
 //! Every store in this crate passes the conformance suite.
 
 use spike_storage::conformance::run_all;
-use spike_storage::{FaultyStore, MemoryStore, RedbStore};
+use spike_storage::{FaultyStore, MemoryStore, RedbOptions, RedbStore};
 
 #[tokio::test]
 async fn memory_store() {
@@ -12,6 +12,16 @@ async fn memory_store() {
 async fn redb_store() {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open(dir.path().join("spike.redb")).unwrap();
+    run_all(&store).await;
+}
+
+/// A log of 1 KiB: most commits pass through a checkpoint, some go
+/// straight to redb, and scans merge the overlay with redb at every step.
+#[tokio::test]
+async fn redb_store_with_a_tiny_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RedbOptions::default().log_capacity(1024);
+    let store = RedbStore::open_with(dir.path().join("spike.redb"), options).unwrap();
     run_all(&store).await;
 }
 
