@@ -285,7 +285,7 @@ impl<'a> Who<'a> {
     fn of(caller: &'a Caller) -> Self {
         Who {
             caller: caller.id.as_str(),
-            remote_addr: caller.remote_addr.map(|a| a.to_string()),
+            remote_addr: caller.remote_addr.map(crate::audit::addr_text),
             api: caller.api,
         }
     }
@@ -394,7 +394,7 @@ impl Nexus {
         let set = u.policies.read().unwrap_or_else(|p| p.into_inner());
         match set.decide(&caller.id, access.path, access.permission) {
             Some(p) => Ok(Decision::Allow {
-                by: format!("policy:{}", p.policy.spec.name).into(),
+                by: ["policy:", &p.policy.spec.name].concat().into(),
             }),
             None => Err(Error::Denied),
         }
