@@ -21,8 +21,9 @@
 //! returned from the blocking pool waits in the runtime's global queue
 //! behind the connections' tasks: under load that wait (~0.15 ms) was a
 //! third of each commit. On its own thread the loop resumes at once, and a
-//! synchronous store such as redb commits inline on it, without a hop to
-//! the blocking pool.
+//! synchronous store such as redb commits inline on it (the thread is
+//! [dedicated](spike_storage::dedicate_current_thread) to store calls),
+//! without a hop to the blocking pool.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -267,6 +268,7 @@ impl Writer {
             .spawn(move || {
                 let run = on_thread.lock().ok().and_then(|mut r| r.take());
                 if let Some(run) = run {
+                    spike_storage::dedicate_current_thread();
                     handle.block_on(run);
                 }
             });

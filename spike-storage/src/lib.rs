@@ -69,6 +69,22 @@ mod memory;
 mod redb_store;
 
 pub use backend::{BackingStore, Entry, StorageError, StoreFuture, WriteBatch, WriteOp};
+
+thread_local! {
+    static DEDICATED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Declares the current thread dedicated to store calls (spike-core's
+/// group-commit thread is): a store that blocks, such as [`RedbStore`],
+/// then runs its work inline on it instead of handing it to tokio's
+/// blocking pool and back, which costs two thread wake-ups per call.
+pub fn dedicate_current_thread() {
+    DEDICATED.with(|d| d.set(true));
+}
+
+fn thread_is_dedicated() -> bool {
+    DEDICATED.with(std::cell::Cell::get)
+}
 pub use faulty::{FaultController, FaultyStore};
 pub use memory::MemoryStore;
 pub use redb_store::{RedbOptions, RedbStore};

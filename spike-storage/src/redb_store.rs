@@ -46,9 +46,10 @@ const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// `redb_store/wal.rs`. The two files are one store: keep them together,
 /// and copy them only while no process has the store open.
 ///
-/// redb is synchronous, so commits and scans called from an async task run
-/// on tokio's blocking thread pool; called from anywhere else (a plain
-/// thread, a `block_on`) they run inline. A
+/// redb is synchronous, so commits and scans called inside a tokio runtime
+/// run on its blocking thread pool; called outside one, or on a thread
+/// [dedicated](crate::dedicate_current_thread) to store calls, they run
+/// inline. A
 /// point `get` runs inline: it takes microseconds on an open database.
 ///
 /// Only one process may have the store open; a second open fails with
@@ -178,17 +179,21 @@ impl RedbStore {
         &self.path
     }
 
-    /// Run `f` on the blocking pool when inside an async task, else inline.
+    /// Run `f` on the blocking pool when inside a tokio runtime, else (or
+    /// on a [dedicated](crate::dedicate_current_thread) thread) inline.
     async fn blocking<T, F>(&self, f: F) -> Result<T, StorageError>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        // Blocking is wrong only inside an async task: there the work goes to
-        // the blocking pool. Anywhere else (a plain thread, a `block_on`, the
-        // blocking pool itself) it runs inline, without a hop.
-        let runtime = tokio::task::try_id().and(tokio::runtime::Handle::try_current().ok());
+        // Inside a runtime the work goes to its blocking pool (so that the
+        // caller's other futures, a scan's consumer say, run meanwhile),
+        // unless this thread is dedicated to store calls.
+        let runtime = match crate::thread_is_dedicated() {
+            true => None,
+            false => tokio::runtime::Handle::try_current().ok(),
+        };
         match runtime {
             Some(handle) => handle
                 .spawn_blocking(move || f(&inner))
