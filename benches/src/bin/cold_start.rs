@@ -122,6 +122,14 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if args.scan_only {
         return scan_only(&fx, &rt);
     }
+    // The sweep writes new versions: into a copy, not the cached fixture.
+    let scratch = tempfile::tempdir_in(fx.db.parent().unwrap_or(std::path::Path::new(".")))?;
+    let mut fx = fx;
+    if args.sweep {
+        let copy = scratch.path().join("store.redb");
+        std::fs::copy(&fx.db, &copy)?;
+        fx.db = copy;
+    }
     let rss_before = proc_status_bytes("VmRSS").ok_or("no VmRSS in /proc/self/status")?;
     let (nexus, first) = rt.block_on(fx.open_and_unseal());
     let rss_after = proc_status_bytes("VmRSS").ok_or("no VmRSS")?;
