@@ -36,6 +36,10 @@ use spike_benches::{
 };
 use spike_core::{Nexus, WriteOptions};
 
+/// The allocator of the `spike-server` binary, whose cold start this is.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Set in the re-run after populating.
 const MEASURE_ENV: &str = "SPIKE_COLD_START_MEASURE";
 
