@@ -133,7 +133,8 @@ impl RedbStore {
             .map_err(|e| map_err(&name, e))?;
 
         // Create the tables now, so that reads never meet a missing table.
-        let txn = db.begin_write().map_err(|e| map_err(&name, e))?;
+        let mut txn = db.begin_write().map_err(|e| map_err(&name, e))?;
+        txn.set_quick_repair(true);
         txn.open_table(TABLE).map_err(|e| map_err(&name, e))?;
         let applied = {
             let table = txn.open_table(WAL_TABLE).map_err(|e| map_err(&name, e))?;
@@ -458,6 +459,11 @@ fn apply<'a>(
     // The default, stated so that it stays the contract.
     txn.set_durability(Durability::Immediate)
         .map_err(|e| map_err(name, e))?;
+    // Save the allocator state with the commit (and commit in two phases),
+    // so that opening after a crash needs no walk of the whole file to
+    // rebuild it (~0.5 s at 1M secrets). Checkpoints are rare: the extra
+    // cost is spread over a thousand commits.
+    txn.set_quick_repair(true);
     {
         let mut table = txn.open_table(TABLE).map_err(|e| map_err(name, e))?;
         for (key, value) in ops {
