@@ -4,11 +4,16 @@
 //! with a fresh random nonce from the OS CSPRNG for every seal. GCM-SIV is
 //! nonce-misuse resistant: even a repeated nonce only reveals whether two
 //! plaintexts (under the same key, nonce and AAD) are equal.
+//!
+//! Two implementations of the one algorithm: RustCrypto's pure-Rust
+//! `aes-gcm-siv` by default, and with the cargo feature `aws-lc` the
+//! assembly one of aws-lc-rs (~4× faster on a 150-byte record, 2.4× on
+//! 1.3 KB; a cold start opens every record). Their output is the same
+//! bytes: the RFC 8452 vectors below pin both, and with the feature on a
+//! test checks one against the other.
 
 use core::fmt;
 
-use aes_gcm_siv::aead::{AeadInOut, KeyInit};
-use aes_gcm_siv::{Aes256GcmSiv, Key, Nonce, Tag};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::CryptoError;
@@ -25,18 +30,16 @@ pub const TAG_LEN: usize = 16;
 /// `Send + Sync`: share it (for example in an `Arc`) between threads. The
 /// key schedule is zeroized on drop; `Debug` is redacted.
 pub struct RecordCipher {
-    aead: Aes256GcmSiv,
+    aead: backend::Aead,
 }
 
 impl RecordCipher {
     /// A cipher keyed with `key`.
     #[must_use]
     pub fn new(key: &SubKey) -> RecordCipher {
-        let mut key_bytes = Key::<Aes256GcmSiv>::default();
-        key_bytes.copy_from_slice(key.expose_secret());
-        let aead = Aes256GcmSiv::new(&key_bytes);
-        key_bytes.zeroize();
-        RecordCipher { aead }
+        RecordCipher {
+            aead: backend::Aead::new(key.expose_secret()),
+        }
     }
 
     /// Seals `plaintext` bound to `aad`: returns `nonce || ciphertext || tag`.
@@ -65,7 +68,7 @@ impl RecordCipher {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
-        let mut nonce = Nonce::default();
+        let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce)?;
         // Reserve first, so the plaintext copy is never left behind in a
         // reallocated buffer.
@@ -74,12 +77,12 @@ impl RecordCipher {
         out.extend_from_slice(&nonce);
         out.extend_from_slice(plaintext);
         let body = &mut out[start + NONCE_LEN..];
-        match self.aead.encrypt_inout_detached(&nonce, aad, body.into()) {
-            Ok(tag) => {
+        match self.aead.encrypt(nonce, aad, body) {
+            Some(tag) => {
                 out.extend_from_slice(&tag);
                 Ok(())
             }
-            Err(_) => {
+            None => {
                 out[start..].zeroize();
                 out.truncate(start);
                 Err(CryptoError::Malformed(
@@ -108,19 +111,119 @@ impl RecordCipher {
                 .ok_or(CryptoError::Malformed(
                     "sealed data shorter than nonce and tag",
                 ))?;
-        let nonce = Nonce::from(*nonce);
-        let tag = Tag::from(*tag);
         let mut plaintext = Zeroizing::new(ciphertext.to_vec());
-        self.aead
-            .decrypt_inout_detached(&nonce, aad, plaintext.as_mut_slice().into(), &tag)
-            .map_err(|_| CryptoError::Authentication)?;
-        Ok(plaintext)
+        if self.aead.decrypt(*nonce, aad, &mut plaintext, tag) {
+            Ok(plaintext)
+        } else {
+            // The buffer may hold unauthenticated plaintext: zeroized on drop.
+            Err(CryptoError::Authentication)
+        }
     }
 }
 
 impl fmt::Debug for RecordCipher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("RecordCipher([redacted])")
+    }
+}
+
+/// RustCrypto's AES-256-GCM-SIV (pure Rust).
+#[cfg(not(feature = "aws-lc"))]
+mod backend {
+    use aes_gcm_siv::aead::{AeadInOut, KeyInit};
+    use aes_gcm_siv::{Aes256GcmSiv, Key, Nonce, Tag};
+    use zeroize::Zeroize;
+
+    use super::{NONCE_LEN, TAG_LEN};
+
+    /// The key schedule, zeroized on drop.
+    pub(super) struct Aead(Aes256GcmSiv);
+
+    impl Aead {
+        pub(super) fn new(key: &[u8; 32]) -> Self {
+            let mut key_bytes = Key::<Aes256GcmSiv>::default();
+            key_bytes.copy_from_slice(key);
+            let aead = Aes256GcmSiv::new(&key_bytes);
+            key_bytes.zeroize();
+            Self(aead)
+        }
+
+        /// Encrypts `body` in place; its tag, or `None` if too long.
+        pub(super) fn encrypt(
+            &self,
+            nonce: [u8; NONCE_LEN],
+            aad: &[u8],
+            body: &mut [u8],
+        ) -> Option<[u8; TAG_LEN]> {
+            let tag = self
+                .0
+                .encrypt_inout_detached(&Nonce::from(nonce), aad, body.into())
+                .ok()?;
+            Some(tag.into())
+        }
+
+        /// Decrypts `body` in place; whether it was authentic.
+        pub(super) fn decrypt(
+            &self,
+            nonce: [u8; NONCE_LEN],
+            aad: &[u8],
+            body: &mut [u8],
+            tag: &[u8; TAG_LEN],
+        ) -> bool {
+            self.0
+                .decrypt_inout_detached(&Nonce::from(nonce), aad, body.into(), &Tag::from(*tag))
+                .is_ok()
+        }
+    }
+}
+
+/// aws-lc-rs's AES-256-GCM-SIV (assembly).
+#[cfg(feature = "aws-lc")]
+mod backend {
+    use aws_lc_rs::aead::{AES_256_GCM_SIV, Aad, LessSafeKey, Nonce, UnboundKey};
+
+    use super::{NONCE_LEN, TAG_LEN};
+
+    /// The key, in aws-lc's context (cleansed by aws-lc when dropped).
+    pub(super) struct Aead(LessSafeKey);
+
+    impl Aead {
+        pub(super) fn new(key: &[u8; 32]) -> Self {
+            // The one failure is a key of the wrong length, which the type
+            // rules out.
+            let key = UnboundKey::new(&AES_256_GCM_SIV, key)
+                .unwrap_or_else(|_| unreachable!("AES-256-GCM-SIV takes a 32-byte key"));
+            Self(LessSafeKey::new(key))
+        }
+
+        /// Encrypts `body` in place; its tag, or `None` if too long.
+        pub(super) fn encrypt(
+            &self,
+            nonce: [u8; NONCE_LEN],
+            aad: &[u8],
+            body: &mut [u8],
+        ) -> Option<[u8; TAG_LEN]> {
+            let nonce = Nonce::assume_unique_for_key(nonce);
+            let tag = self
+                .0
+                .seal_in_place_separate_tag(nonce, Aad::from(aad), body)
+                .ok()?;
+            tag.as_ref().try_into().ok()
+        }
+
+        /// Decrypts `body` in place; whether it was authentic.
+        pub(super) fn decrypt(
+            &self,
+            nonce: [u8; NONCE_LEN],
+            aad: &[u8],
+            body: &mut [u8],
+            tag: &[u8; TAG_LEN],
+        ) -> bool {
+            let nonce = Nonce::assume_unique_for_key(nonce);
+            self.0
+                .open_in_place_separate_tag(nonce, Aad::from(aad), tag, body)
+                .is_ok()
+        }
     }
 }
 
@@ -306,6 +409,38 @@ mod tests {
                 .as_slice(),
             b"p"
         );
+    }
+
+    /// The aws-lc backend against RustCrypto's, both ways, at many sizes.
+    #[cfg(feature = "aws-lc")]
+    #[test]
+    fn aws_lc_and_rustcrypto_agree() {
+        use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+        use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+        let k = key(9);
+        let ours = RecordCipher::new(&k);
+        let theirs = Aes256GcmSiv::new(k.expose_secret().into());
+        for len in [0, 1, 15, 16, 17, 150, 1300, 4096] {
+            let plaintext: Vec<u8> = (0..len).map(|i| (i * 7 + len) as u8).collect();
+            let aad = format!("aad-{len}");
+            let sealed = ours.seal(aad.as_bytes(), &plaintext).unwrap();
+            let (nonce, body) = sealed.split_at(NONCE_LEN);
+            let nonce = Nonce::try_from(nonce).unwrap();
+            let payload = |msg| Payload {
+                msg,
+                aad: aad.as_bytes(),
+            };
+            let theirs_sealed = theirs.encrypt(&nonce, payload(&plaintext[..])).unwrap();
+            assert_eq!(body, theirs_sealed.as_slice(), "seal of {len} bytes");
+            let opened = theirs.decrypt(&nonce, payload(body)).unwrap();
+            assert_eq!(opened, plaintext);
+            let mut theirs_full = nonce.to_vec();
+            theirs_full.extend(theirs_sealed);
+            assert_eq!(
+                ours.open(aad.as_bytes(), &theirs_full).unwrap().as_slice(),
+                plaintext
+            );
+        }
     }
 
     #[test]
