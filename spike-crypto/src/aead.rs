@@ -1,7 +1,8 @@
 //! Authenticated encryption of records: AES-256-GCM-SIV (RFC 8452).
 //!
 //! Sealed layout: `nonce (12) || ciphertext (= plaintext length) || tag (16)`,
-//! with a fresh random nonce from the OS CSPRNG for every seal. GCM-SIV is
+//! with a fresh random nonce for every seal, from the OS CSPRNG (or, with
+//! the `aws-lc` feature, from aws-lc's DRBG, seeded from the OS). GCM-SIV is
 //! nonce-misuse resistant: even a repeated nonce only reveals whether two
 //! plaintexts (under the same key, nonce and AAD) are equal.
 //!
@@ -68,8 +69,7 @@ impl RecordCipher {
         plaintext: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), CryptoError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        getrandom::fill(&mut nonce)?;
+        let nonce = backend::fresh_nonce()?;
         // Reserve first, so the plaintext copy is never left behind in a
         // reallocated buffer.
         out.reserve(NONCE_LEN + plaintext.len() + TAG_LEN);
@@ -139,6 +139,13 @@ mod backend {
     /// The key schedule, zeroized on drop.
     pub(super) struct Aead(Aes256GcmSiv);
 
+    /// A nonce from the OS CSPRNG.
+    pub(super) fn fresh_nonce() -> Result<[u8; NONCE_LEN], crate::CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce)?;
+        Ok(nonce)
+    }
+
     impl Aead {
         pub(super) fn new(key: &[u8; 32]) -> Self {
             let mut key_bytes = Key::<Aes256GcmSiv>::default();
@@ -186,6 +193,14 @@ mod backend {
 
     /// The key, in aws-lc's context (cleansed by aws-lc when dropped).
     pub(super) struct Aead(LessSafeKey);
+
+    /// A nonce from aws-lc's CSPRNG (a DRBG seeded and reseeded from the
+    /// OS, fork-safe): no system call per seal.
+    pub(super) fn fresh_nonce() -> Result<[u8; NONCE_LEN], crate::CryptoError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| crate::CryptoError::Rng)?;
+        Ok(nonce)
+    }
 
     impl Aead {
         pub(super) fn new(key: &[u8; 32]) -> Self {
