@@ -259,26 +259,28 @@ impl Writer {
             let _ = exited_tx.send(());
         };
         // The loop gets a thread of its own (see the module docs); if the
-        // OS refuses one, it runs as a task.
-        let slot = Arc::new(std::sync::Mutex::new(Some(run)));
+        // OS refuses one, it runs as a task. The thread is handed the loop
+        // once it exists, so that a refusal still has the loop to spawn.
+        let (hand_over, handed) = std::sync::mpsc::channel();
         let handle = tokio::runtime::Handle::current();
-        let on_thread = Arc::clone(&slot);
         let spawned = std::thread::Builder::new()
             .name("spike-writer".to_owned())
             .spawn(move || {
-                let run = on_thread.lock().ok().and_then(|mut r| r.take());
-                if let Some(run) = run {
+                if let Ok(run) = handed.recv() {
                     spike_storage::dedicate_current_thread();
                     handle.block_on(run);
                 }
             });
         let thread = match spawned {
-            Ok(thread) => Some(thread.thread().id()),
+            Ok(thread) => {
+                let id = thread.thread().id();
+                // The thread is waiting for it: the send cannot fail.
+                let _ = hand_over.send(run);
+                Some(id)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "no thread for the group-commit loop; running it as a task");
-                if let Some(run) = slot.lock().ok().and_then(|mut r| r.take()) {
-                    tokio::spawn(run);
-                }
+                tokio::spawn(run);
                 None
             }
         };

@@ -6,7 +6,6 @@ mod wal;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -154,7 +153,7 @@ impl RedbStore {
         }
 
         // Replay what the log holds beyond redb's last durable commit.
-        let batches = wal::read_frames(&read_log(&mut wal_file).map_err(io)?, applied + 1);
+        let batches = wal::read_frames_after(&mut wal_file, applied).map_err(io)?;
         let mut next_seq = applied + 1;
         if !batches.is_empty() {
             let last = applied + batches.len() as u64;
@@ -379,12 +378,8 @@ impl Inner {
         if log.fits(batch) == Fit::Now {
             log.append(batch).map_err(|e| io_error(&self.name, e))?;
             let mut overlay = self.overlay.write().map_err(|_| self.failed())?;
-            for op in batch.ops() {
-                let value = match op {
-                    WriteOp::Put { value, .. } => Some(value.clone()),
-                    WriteOp::Delete { .. } => None,
-                };
-                overlay.insert(op.key().to_vec(), value);
+            for (key, value) in batch.ops().iter().map(op_parts) {
+                overlay.insert(key.to_vec(), value.map(<[u8]>::to_vec));
             }
             drop(overlay);
             if log.checkpoint_due() {
@@ -499,13 +494,6 @@ fn open_private(path: &Path) -> std::io::Result<(File, bool)> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok((options.open(path)?, false)),
         Err(e) => Err(e),
     }
-}
-
-/// The log's bytes (at most its capacity, a few MiB).
-fn read_log(file: &mut File) -> std::io::Result<Vec<u8>> {
-    let mut log = Vec::new();
-    file.read_to_end(&mut log)?;
-    Ok(log)
 }
 
 fn io_error(name: &str, source: std::io::Error) -> StorageError {

@@ -46,7 +46,7 @@
 //! restart of the log loses nothing either.
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use crate::backend::{WriteBatch, WriteOp};
 
@@ -232,6 +232,26 @@ fn frame_crc(seq_and_len: &[u8], payload: &[u8]) -> u32 {
     crc.update(seq_and_len);
     crc.update(payload);
     crc.finalize()
+}
+
+/// The batches of the frames after `applied` in the log `file`: none
+/// without reading further if its first frame is not `applied + 1` (the
+/// common case, after a clean close), else [`read_frames`] of all of it.
+pub(super) fn read_frames_after(file: &mut File, applied: u64) -> io::Result<Vec<WriteBatch>> {
+    let mut header = [0u8; FRAME_HEADER];
+    file.seek(SeekFrom::Start(0))?;
+    match file.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    }
+    if header[..4] != MAGIC || header[4..12] != (applied + 1).to_le_bytes() {
+        return Ok(Vec::new());
+    }
+    let mut log = Vec::new();
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut log)?;
+    Ok(read_frames(&log, applied + 1))
 }
 
 /// The batches of the frames `first_seq`, `first_seq + 1`, … at the start
