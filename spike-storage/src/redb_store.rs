@@ -48,8 +48,8 @@ const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// redb is synchronous, so commits and scans called inside a tokio runtime
 /// run on its blocking thread pool; called outside one, or on a thread
 /// [dedicated](crate::dedicate_current_thread) to store calls, they run
-/// inline. A
-/// point `get` runs inline: it takes microseconds on an open database.
+/// inline. A point `get` runs inline: it takes microseconds on an open
+/// database.
 ///
 /// Only one process may have the store open; a second open fails with
 /// [`StorageError::Locked`].
@@ -190,9 +190,10 @@ impl RedbStore {
         // Inside a runtime the work goes to its blocking pool (so that the
         // caller's other futures, a scan's consumer say, run meanwhile),
         // unless this thread is dedicated to store calls.
-        let runtime = match crate::thread_is_dedicated() {
-            true => None,
-            false => tokio::runtime::Handle::try_current().ok(),
+        let runtime = if crate::thread_is_dedicated() {
+            None
+        } else {
+            tokio::runtime::Handle::try_current().ok()
         };
         match runtime {
             Some(handle) => handle
@@ -246,7 +247,7 @@ impl BackingStore for RedbStore {
             if batch.is_empty() {
                 return Ok(());
             }
-            self.blocking(move |inner| inner.commit(&batch)).await
+            self.blocking(move |inner| inner.commit(batch)).await
         })
     }
 }
@@ -358,7 +359,7 @@ impl Inner {
     }
 
     /// Make `batch` durable and visible; see [`RedbStore`].
-    fn commit(&self, batch: &WriteBatch) -> Result<(), StorageError> {
+    fn commit(&self, batch: WriteBatch) -> Result<(), StorageError> {
         let mut wal = self.wal.lock().map_err(|_| self.failed())?;
         let Some(log) = wal.as_mut() else {
             return Err(self.failed());
@@ -371,15 +372,19 @@ impl Inner {
         result
     }
 
-    fn commit_through_log(&self, log: &mut Wal, batch: &WriteBatch) -> Result<(), StorageError> {
-        if log.fits(batch) == Fit::AfterCheckpoint {
+    fn commit_through_log(&self, log: &mut Wal, batch: WriteBatch) -> Result<(), StorageError> {
+        if log.fits(&batch) == Fit::AfterCheckpoint {
             self.checkpoint(log)?;
         }
-        if log.fits(batch) == Fit::Now {
-            log.append(batch).map_err(|e| io_error(&self.name, e))?;
+        if log.fits(&batch) == Fit::Now {
+            log.append(&batch).map_err(|e| io_error(&self.name, e))?;
+            // The batch's keys and values move into the overlay, uncopied.
             let mut overlay = self.overlay.write().map_err(|_| self.failed())?;
-            for (key, value) in batch.ops().iter().map(op_parts) {
-                overlay.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+            for op in batch.into_ops() {
+                match op {
+                    WriteOp::Put { key, value } => overlay.insert(key, Some(value)),
+                    WriteOp::Delete { key } => overlay.insert(key, None),
+                };
             }
             drop(overlay);
             if log.checkpoint_due() {

@@ -127,13 +127,16 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         return scan_only(&fx, &rt);
     }
     // The sweep writes new versions: into a copy, not the cached fixture.
-    let scratch = tempfile::tempdir_in(fx.db.parent().unwrap_or(std::path::Path::new(".")))?;
     let mut fx = fx;
-    if args.sweep {
+    let _scratch = if args.sweep {
+        let scratch = tempfile::tempdir_in(fx.db.parent().unwrap_or(std::path::Path::new(".")))?;
         let copy = scratch.path().join("store.redb");
         std::fs::copy(&fx.db, &copy)?;
         fx.db = copy;
-    }
+        Some(scratch)
+    } else {
+        None
+    };
     let rss_before = proc_status_bytes("VmRSS").ok_or("no VmRSS in /proc/self/status")?;
     let (nexus, first) = rt.block_on(fx.open_and_unseal());
     let rss_after = proc_status_bytes("VmRSS").ok_or("no VmRSS")?;

@@ -57,9 +57,9 @@ const FRAME_HEADER: usize = 4 + 8 + 4 + 4;
 const TAG_PUT: u8 = 0x01;
 const TAG_DELETE: u8 = 0x02;
 
-/// Non-durable commits between two checkpoints (the log's frames then go
-/// out of use). More means fewer durable redb commits and a longer replay
-/// after a crash.
+/// Commits through the log between two checkpoints (the log's frames then
+/// go out of use). More means fewer durable redb commits and a longer
+/// replay after a crash.
 pub(super) const CHECKPOINT_COMMITS: u32 = 1024;
 /// The log grows in zero-filled steps of this size, so that the `fdatasync`
 /// of a commit never has to write the file's size as well.
@@ -128,10 +128,9 @@ impl Wal {
     }
 
     /// Write `batch` as the next frame and make it durable. The caller has
-    /// checked that it [fits](Self::fits) now. Returns its `seq`.
-    pub(super) fn append(&mut self, batch: &WriteBatch) -> io::Result<u64> {
-        let seq = self.next_seq;
-        encode_frame(&mut self.buf, seq, batch);
+    /// checked that it [fits](Self::fits) now.
+    pub(super) fn append(&mut self, batch: &WriteBatch) -> io::Result<()> {
+        encode_frame(&mut self.buf, self.next_seq, batch);
         let frame_end = self.end + self.buf.len() as u64;
         if frame_end > self.allocated {
             let target = frame_end
@@ -149,7 +148,7 @@ impl Wal {
         self.end = frame_end;
         self.next_seq += 1;
         self.since_checkpoint += 1;
-        Ok(seq)
+        Ok(())
     }
 
     /// Take the next `seq` for a batch committed to redb durably without the
