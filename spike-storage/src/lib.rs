@@ -14,8 +14,8 @@
 //!
 //! [`BackingStore::commit`] applies a [`WriteBatch`] all-or-nothing, in op
 //! order, and resolves `Ok` only once the batch is durable (for
-//! [`RedbStore`]: `fdatasync`'d in its write-ahead log; there is no weaker
-//! mode). One batch is one transaction: group commit is done by batching
+//! [`RedbStore`]: written synchronously to its write-ahead log; there is no
+//! weaker mode). One batch is one transaction: group commit is done by batching
 //! many records into one commit. A commit that fails (or
 //! whose future is dropped) may still have been applied; callers treat it as
 //! "maybe applied". [`StorageError::is_retryable`] says whether trying again

@@ -7,8 +7,8 @@
 //! one `pwrite` each and then `fdatasync`s them all. For a group commit of 13
 //! records of 1.3 KB that is ~0.45 ms on the 2-core reference VM, and Nexus
 //! acknowledges no write before it. The log makes a commit durable with one
-//! sequential `pwrite` of the batch and one `fdatasync` of a preallocated
-//! file (~0.12 ms); the batch then goes to an in-memory overlay that reads
+//! sequential synchronous write of the batch into a preallocated file
+//! (~0.1 ms; see [`log_file`] for how); the batch then goes to an in-memory overlay that reads
 //! consult before redb. Every [`CHECKPOINT_COMMITS`] commits (or when the
 //! log is full) one durable redb commit, the *checkpoint*, writes the
 //! overlay to redb (a key written many times is written once), which makes
@@ -45,10 +45,13 @@
 //! deletes set absolute values), so a crash between a checkpoint and the
 //! restart of the log loses nothing either.
 
+mod log_file;
+
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 
 use crate::backend::{WriteBatch, WriteOp};
+pub(super) use log_file::LogFile;
 
 /// Marks a frame of this format.
 const MAGIC: [u8; 4] = *b"SKW1";
@@ -61,13 +64,14 @@ const TAG_DELETE: u8 = 0x02;
 /// go out of use). More means fewer durable redb commits and a longer
 /// replay after a crash.
 pub(super) const CHECKPOINT_COMMITS: u32 = 1024;
-/// The log grows in zero-filled steps of this size, so that the `fdatasync`
-/// of a commit never has to write the file's size as well.
+/// The log grows in zero-filled steps of this size, so that a commit's
+/// write overwrites allocated blocks and never has to make the file's size
+/// (or a block allocation) durable as well.
 const GROW_STEP: u64 = 1024 * 1024;
 
 /// An open log: where the next frame goes and what it will be numbered.
 pub(super) struct Wal {
-    file: File,
+    file: LogFile,
     /// Most bytes the log may hold; a batch whose frame is larger commits to
     /// redb durably, without the log.
     capacity: u64,
@@ -86,8 +90,8 @@ pub(super) struct Wal {
 impl Wal {
     /// The log in `file`, whose frames after `applied` were already
     /// replayed: it starts again at offset 0 with `seq` `next_seq`.
-    pub(super) fn new(file: File, capacity: u64, next_seq: u64) -> io::Result<Self> {
-        let allocated = file.metadata()?.len();
+    pub(super) fn new(file: LogFile, capacity: u64, next_seq: u64) -> io::Result<Self> {
+        let allocated = file.len()?;
         Ok(Self {
             file,
             capacity: capacity.min(u64::from(u32::MAX)),
@@ -132,19 +136,16 @@ impl Wal {
     pub(super) fn append(&mut self, batch: &WriteBatch) -> io::Result<()> {
         encode_frame(&mut self.buf, self.next_seq, batch);
         let frame_end = self.end + self.buf.len() as u64;
+        let mut zero_to = 0;
         if frame_end > self.allocated {
-            let target = frame_end
+            zero_to = frame_end
                 .div_ceil(GROW_STEP)
                 .saturating_mul(GROW_STEP)
                 .min(self.capacity)
                 .max(frame_end);
-            // Zero-fill past the frame; the frame's own bytes are written next.
-            let zeros = vec![0u8; (target - frame_end) as usize];
-            write_at(&self.file, &zeros, frame_end)?;
-            self.allocated = target;
         }
-        write_at(&self.file, &self.buf, self.end)?;
-        self.file.sync_data()?;
+        self.file.write_durable(self.end, &self.buf, zero_to)?;
+        self.allocated = self.allocated.max(zero_to);
         self.end = frame_end;
         self.next_seq += 1;
         self.since_checkpoint += 1;
@@ -161,14 +162,10 @@ impl Wal {
 
     /// Start again at offset 0: redb now durably holds every frame so far.
     pub(super) fn restart(&mut self) {
+        self.file.restart();
         self.end = 0;
         self.since_checkpoint = 0;
     }
-}
-
-fn write_at(mut file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
-    file.seek(SeekFrom::Start(offset))?;
-    file.write_all(bytes)
 }
 
 /// Where a batch's frame fits; see [`Wal::fits`].

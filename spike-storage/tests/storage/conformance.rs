@@ -25,6 +25,16 @@ async fn redb_store_with_a_tiny_log() {
     run_all(&store).await;
 }
 
+/// The same through the page cache (`fdatasync`), the fallback where the
+/// file system refuses direct I/O.
+#[tokio::test]
+async fn redb_store_with_a_tiny_buffered_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RedbOptions::default().log_capacity(1024).buffered_log(true);
+    let store = RedbStore::open_with(dir.path().join("spike.redb"), options).unwrap();
+    run_all(&store).await;
+}
+
 #[tokio::test]
 async fn faulty_store_without_faults() {
     let store = FaultyStore::new(MemoryStore::new());

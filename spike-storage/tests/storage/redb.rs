@@ -180,9 +180,16 @@ async fn a_crash_after_any_commit_recovers_every_commit_from_the_log() {
 /// with redb exactly, before and after each checkpoint.
 #[tokio::test]
 async fn reads_between_checkpoints_match_a_model() {
-    for (seed, capacity) in [(1, 2048), (2, 16 * 1024), (3, 1 << 20)] {
+    for (seed, capacity, buffered) in [
+        (1, 2048, false),
+        (2, 16 * 1024, false),
+        (3, 1 << 20, false),
+        (4, 16 * 1024, true),
+    ] {
         let dir = tempfile::tempdir().unwrap();
-        let options = RedbOptions::default().log_capacity(capacity);
+        let options = RedbOptions::default()
+            .log_capacity(capacity)
+            .buffered_log(buffered);
         let store = RedbStore::open_with(dir.path().join("spike.redb"), options).unwrap();
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         let mut rng = fastrand::Rng::with_seed(seed);
