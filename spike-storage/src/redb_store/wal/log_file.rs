@@ -149,9 +149,10 @@ impl Direct {
         }
         let used = self.tail.len() + frame.len();
         let len = used.next_multiple_of(BLOCK);
-        let buf = self.staging.zeroed(len);
+        let buf = self.staging.get(len);
         buf[..self.tail.len()].copy_from_slice(&self.tail);
         buf[self.tail.len()..used].copy_from_slice(frame);
+        buf[used..].fill(0);
         write_all_at(&self.file, buf, start)?;
         // The new tail: the bytes of the last, partly used block.
         let kept = used % BLOCK;
@@ -182,13 +183,18 @@ struct AlignedBuf {
 }
 
 impl AlignedBuf {
-    /// An aligned slice of `len` zero bytes.
-    fn zeroed(&mut self, len: usize) -> &mut [u8] {
+    /// An aligned slice of `len` bytes of no particular value.
+    fn get(&mut self, len: usize) -> &mut [u8] {
         if self.raw.len() < len + BLOCK {
             self.raw = vec![0; len + BLOCK];
         }
         let at = self.raw.as_ptr().align_offset(BLOCK);
-        let slice = &mut self.raw[at..at + len];
+        &mut self.raw[at..at + len]
+    }
+
+    /// An aligned slice of `len` zero bytes.
+    fn zeroed(&mut self, len: usize) -> &mut [u8] {
+        let slice = self.get(len);
         slice.fill(0);
         slice
     }
