@@ -8,8 +8,11 @@
 #
 # Usage: benches/compare-openbao.sh [DURATION_SECONDS]   (default 10)
 #
-# Env: CONNS (32), KEYS (1000), VALUE_SIZE (100), LOADGEN_THREADS (one per
-# core); BENCH_VENV (default target/conformance-venv, shared with
+# Each target is loaded for DURATION_SECONDS per workload in each of ROUNDS
+# rounds that interleave the targets; the table shows medians.
+#
+# Env: ROUNDS (3), CONNS (32), KEYS (1000), VALUE_SIZE (100), LOADGEN_THREADS
+# (one per core); BENCH_VENV (default target/conformance-venv, shared with
 # conformance/run.sh); SPIKE_BIN_DIR skips the cargo build and takes
 # spike-server, loadgen and bare from there; KEEP_WORK=1 keeps the work
 # directory (logs, OpenBao's CA, the Nexus data dir).
@@ -19,6 +22,7 @@
 set -euo pipefail
 
 duration=${1:-10}
+rounds=${ROUNDS:-3}
 conns=${CONNS:-32}
 keys=${KEYS:-1000}
 value_size=${VALUE_SIZE:-100}
@@ -110,22 +114,38 @@ fi
 
 # field NAME LINE: the value of NAME=... in a loadgen result line.
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+# median N...: the median of the numbers given (the lower middle one of an
+# even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
+# The rounds interleave the targets (openbao, spike, bare, openbao, ...), so
+# that a slow phase of a shared VM, which can last seconds, falls on every
+# target alike; each target's figure is its median over the rounds.
 declare -A rps p99
 for workload in read write; do
+    for round in $(seq 1 "$rounds"); do
+        for t in openbao spike bare; do
+            extra=()
+            # Reads pre-fill the key space (first round only); writes overwrite it.
+            if [[ $workload == write || $round -gt 1 ]]; then
+                extra=(--no-prefill)
+            fi
+            # shellcheck disable=SC2046
+            line=$("$bin/loadgen" $(target_args "$t") "${common[@]}" "${extra[@]}" \
+                --workload "$workload" --label "$t" | tee /dev/stderr | tail -n 1)
+            errors=$(field errors "$line")
+            if [[ $errors != 0 ]]; then
+                echo "$t $workload: $errors errors" >&2
+            fi
+            rps[$t.$workload]+=" $(field rps "$line")"
+            p99[$t.$workload]+=" $(field p99_us "$line")"
+        done
+    done
     for t in openbao spike bare; do
-        extra=()
-        # Reads pre-fill the key space; writes overwrite it.
-        [[ $workload == write ]] && extra=(--no-prefill)
-        # shellcheck disable=SC2046
-        line=$("$bin/loadgen" $(target_args "$t") "${common[@]}" "${extra[@]}" \
-            --workload "$workload" --label "$t" | tee /dev/stderr | tail -n 1)
-        errors=$(field errors "$line")
-        if [[ $errors != 0 ]]; then
-            echo "$t $workload: $errors errors" >&2
-        fi
-        rps[$t.$workload]=$(field rps "$line")
-        p99[$t.$workload]=$(field p99_us "$line")
+        # shellcheck disable=SC2086
+        rps[$t.$workload]=$(median ${rps[$t.$workload]})
+        # shellcheck disable=SC2086
+        p99[$t.$workload]=$(median ${p99[$t.$workload]})
     done
 done
 
@@ -133,7 +153,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", a / b; else
 ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
 
 echo
-echo "KV v2 over TLS, $conns connections, ${duration} s each, $keys keys, $value_size B values, $(nproc) cores shared"
+echo "KV v2 over TLS, $conns connections, $rounds interleaved rounds of ${duration} s per target (medians), $keys keys, $value_size B values, $(nproc) cores shared"
 printf '%-9s %12s %13s %12s %14s\n' target reads/s "read p99 ms" writes/s "write p99 ms"
 for t in openbao spike bare; do
     printf '%-9s %12s %13s %12s %14s\n' "$t" "${rps[$t.read]}" "$(ms "${p99[$t.read]}")" \
