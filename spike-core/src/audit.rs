@@ -4,7 +4,10 @@
 //! which policy or role, and how it ended. They never hold secret values,
 //! shares or keys. With [`AuditOptions::hmac_paths`] the path is replaced by
 //! an HMAC under the audit subkey, so a trail can be correlated without
-//! revealing paths.
+//! revealing paths. The audit subkey comes from the root key like every
+//! other: a path's HMAC stays the same across restarts and changes when a
+//! rotation begins (a rotation answers a root key that may have leaked, and
+//! with it the audit key).
 
 use std::borrow::Cow;
 use std::io;

@@ -36,6 +36,8 @@ pub(crate) struct EpochKeys {
     /// Keyed hashes under the path-index key (keyed once: every record's
     /// digest share is checked at unseal).
     index: KeyedHasher,
+    /// Keyed hashes under the audit key, for paths in the audit trail.
+    audit: KeyedHasher,
 }
 
 impl EpochKeys {
@@ -44,7 +46,16 @@ impl EpochKeys {
             epoch,
             cipher: RecordCipher::new(&root.derive(Purpose::Records)),
             index: KeyedHasher::new(&root.derive(Purpose::PathIndex)),
+            audit: KeyedHasher::new(&root.derive(Purpose::Audit)),
         }
+    }
+
+    /// What the audit trail shows instead of `value` (a path or policy name)
+    /// when paths are HMAC'd. The audit key belongs to the root key, like
+    /// every subkey: a rotation (which answers a root key that may have
+    /// leaked) starts a new one, so trails correlate within an epoch.
+    pub(crate) fn audit_mac(&self, value: &str) -> [u8; 32] {
+        self.audit.hash(&[b"audit", value.as_bytes()])
     }
 
     /// Storage key of the secret at `path`.

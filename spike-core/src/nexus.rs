@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
-use spike_crypto::{Purpose, RootKey, Share, SubKey, keyed_hash};
+use spike_crypto::{RootKey, Share};
 use spike_storage::BackingStore;
 
 use crate::audit::{AuditEvent, AuditOptions, AuditSink, Caller, Decision, TrailIds};
@@ -186,7 +186,6 @@ pub(crate) struct Unsealed {
     /// The cipher API's data key (none before first use).
     pub(crate) cipher: RwLock<StoredCipherKey>,
     pub(crate) writer: Writer,
-    pub(crate) audit_key: SubKey,
     /// Records re-encrypted by a running rotation, and its total.
     pub(crate) rotation_done: AtomicU64,
     pub(crate) rotation_total: AtomicU64,
@@ -202,7 +201,6 @@ impl Unsealed {
         cipher: StoredCipherKey,
         writer: Writer,
     ) -> Self {
-        let audit_key = keys.root.derive(Purpose::Audit);
         Self {
             keys: RwLock::new(keys),
             secrets: RwLock::new(secrets),
@@ -210,7 +208,6 @@ impl Unsealed {
             config: RwLock::new(config),
             cipher: RwLock::new(cipher),
             writer,
-            audit_key,
             rotation_done: AtomicU64::new(0),
             rotation_total: AtomicU64::new(0),
             locks: (0..PATH_LOCKS)
@@ -578,15 +575,19 @@ impl Nexus {
 
     fn hmac_for_audit(&self, value: &str) -> String {
         let mac = match &*self.state() {
-            State::Unsealed(u) => keyed_hash(&u.audit_key, &[b"audit", value.as_bytes()]),
+            State::Unsealed(u) => u.keys().current.audit_mac(value),
             // No key while sealed: never write the value itself.
             _ => return "hmac-unavailable".to_owned(),
         };
-        let mut out = String::with_capacity(7 + 64);
-        out.push_str("hmac:");
-        for b in mac {
-            out.push_str(&format!("{b:02x}"));
+        let mut digits = [0u8; 64];
+        for (out, chunk) in digits.chunks_exact_mut(16).zip(mac.chunks_exact(8)) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            crate::audit::hex_into(out, u64::from_be_bytes(word));
         }
+        let mut out = String::with_capacity(5 + 64);
+        out.push_str("hmac:");
+        out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
         out
     }
 }

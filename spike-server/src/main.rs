@@ -69,7 +69,8 @@ struct NexusArgs {
     #[arg(long, env = "SPIKE_NEXUS_AUDIT_LOG")]
     audit_log: Option<PathBuf>,
     /// Replace secret paths and policy names in audit lines by their HMAC
-    /// under the audit subkey.
+    /// under the audit subkey (the same for a path until the root key
+    /// rotates).
     #[arg(long, env = "SPIKE_NEXUS_AUDIT_HMAC_PATHS")]
     audit_hmac_paths: bool,
     /// No audit line, no answer: each line is written before the request

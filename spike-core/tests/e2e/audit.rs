@@ -258,6 +258,72 @@ async fn hmac_paths_never_show_the_path() {
     assert_ne!(macs[0], macs[3]);
 }
 
+/// A path's HMAC stays the same across restarts (trails correlate) and
+/// changes with the root key: from the moment a rotation begins, not only
+/// after the next restart.
+#[tokio::test]
+async fn hmac_paths_change_with_the_root_key_and_only_with_it() {
+    let store = Arc::new(MemoryStore::new());
+    let sink = Arc::new(MemorySink::new());
+    let options = AuditOptions {
+        hmac_paths: true,
+        fail_closed: false,
+    };
+    let open = || async {
+        Nexus::builder(store.clone())
+            .audit(sink.clone(), options)
+            .open()
+            .await
+            .unwrap()
+    };
+    let path = "tenants/acme/payroll-db";
+    let mac = |nexus: &Nexus| {
+        nexus.get_secret(&su(), path, 0).unwrap();
+        let events = sink.events();
+        let last = events.last().unwrap();
+        assert_eq!(last.action, "secret.get");
+        last.path.clone().unwrap()
+    };
+
+    let nexus = open().await;
+    let shares = nexus.init().await.unwrap();
+    nexus
+        .put_secret(
+            &su(),
+            path,
+            data(&[("k", SECRET_VALUE)]),
+            WriteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let first = mac(&nexus);
+    nexus.close().await;
+    let nexus = open().await;
+    nexus.unseal(&shares[..2]).await.unwrap();
+    assert_eq!(
+        mac(&nexus),
+        first,
+        "same root key, same MAC after a restart"
+    );
+
+    let delivered = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let slot = Arc::clone(&delivered);
+    nexus
+        .rotate(&su(), move |new: Vec<Share>| {
+            *slot.lock().unwrap() = new;
+            std::future::ready(Ok::<(), String>(()))
+        })
+        .await
+        .unwrap();
+    let rotated = mac(&nexus);
+    assert_ne!(rotated, first, "a rotation starts a new audit key at once");
+    let new_shares: Vec<Share> = delivered.lock().unwrap().drain(..).collect();
+    nexus.close().await;
+    let nexus = open().await;
+    nexus.unseal(&new_shares[1..]).await.unwrap();
+    assert_eq!(mac(&nexus), rotated, "and keeps it after a restart");
+}
+
 /// A sink that fails while `failing` is set.
 #[derive(Default)]
 struct FlakySink {
