@@ -410,25 +410,39 @@ impl Inner {
                 self.checkpoint(log)?;
             }
         } else {
-            // Larger than the whole log: straight to redb, after the overlay.
-            self.checkpoint(log)?;
+            // Larger than the whole log: straight to redb, in the same
+            // durable commit as the overlay (which it follows).
             let seq = log.assign_seq();
-            apply(&self.db, &self.name, batch.ops().iter().map(op_parts), seq)?;
-            log.restart();
+            self.write_overlay_to_redb(log, batch.ops(), seq)?;
         }
         Ok(())
     }
 
     /// Writes the overlay to redb in one durable commit; the log starts
-    /// again. The caller holds `wal`, so no commit changes the overlay
-    /// meanwhile, and readers find each entry in the overlay or in redb.
+    /// again.
     fn checkpoint(&self, log: &mut Wal) -> Result<(), StorageError> {
+        let through = log.last_seq();
+        self.write_overlay_to_redb(log, &[], through)
+    }
+
+    /// Writes the overlay, then `more`, to redb in one durable commit that
+    /// holds every log frame up to `through`; empties the overlay and
+    /// starts the log again. The caller holds `wal`, so no commit changes
+    /// the overlay meanwhile, and readers find each entry in the overlay or
+    /// in redb.
+    fn write_overlay_to_redb(
+        &self,
+        log: &mut Wal,
+        more: &[WriteOp],
+        through: u64,
+    ) -> Result<(), StorageError> {
         {
             let overlay = self.read_overlay()?;
             let ops = overlay
                 .iter()
-                .map(|(key, value)| (key.as_slice(), value.as_deref()));
-            apply(&self.db, &self.name, ops, log.last_seq())?;
+                .map(|(key, value)| (key.as_slice(), value.as_deref()))
+                .chain(more.iter().map(op_parts));
+            apply(&self.db, &self.name, ops, through)?;
         }
         self.overlay.write().map_err(|_| self.failed())?.clear();
         log.restart();
