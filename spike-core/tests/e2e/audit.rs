@@ -10,7 +10,7 @@ use spike_core::{
 };
 use spike_storage::MemoryStore;
 
-use crate::{RECOVER, RESTORE, SUPERUSER, assert_err, caller, data, spec, su};
+use crate::{RECOVER, RESTORE, SUPERUSER, assert_err, caller, data, put, spec, su};
 
 const APP: &str = "spiffe://spike.ist/app";
 const SECRET_VALUE: &str = "hunter2-very-secret-value";
@@ -226,15 +226,7 @@ async fn hmac_paths_never_show_the_path() {
     })
     .await;
     let path = "tenants/acme/payroll-db";
-    nexus
-        .put_secret(
-            &su(),
-            path,
-            data(&[("k", SECRET_VALUE)]),
-            WriteOptions::default(),
-        )
-        .await
-        .unwrap();
+    put(&nexus, path, SECRET_VALUE).await;
     nexus.get_secret(&su(), path, 0).unwrap();
     assert_err!(nexus.get_secret(&caller(APP), path, 0), Error::Denied);
     nexus.list_secrets(&su(), "tenants/acme").unwrap();
@@ -287,15 +279,7 @@ async fn hmac_paths_change_with_the_root_key_and_only_with_it() {
 
     let nexus = open().await;
     let shares = nexus.init().await.unwrap();
-    nexus
-        .put_secret(
-            &su(),
-            path,
-            data(&[("k", SECRET_VALUE)]),
-            WriteOptions::default(),
-        )
-        .await
-        .unwrap();
+    put(&nexus, path, SECRET_VALUE).await;
     let first = mac(&nexus);
     nexus.close().await;
     let nexus = open().await;
@@ -355,15 +339,7 @@ async fn fail_closed_refuses_answers_without_an_audit_line() {
         .await
         .unwrap();
     nexus.init().await.unwrap();
-    nexus
-        .put_secret(
-            &su(),
-            "a",
-            data(&[("k", SECRET_VALUE)]),
-            WriteOptions::default(),
-        )
-        .await
-        .unwrap();
+    put(&nexus, "a", SECRET_VALUE).await;
     sink.failing.store(true, Ordering::SeqCst);
     let e = nexus.get_secret(&su(), "a", 0).unwrap_err();
     assert!(matches!(e, Error::Audit(_)), "{e:?}");
@@ -412,15 +388,7 @@ async fn json_lines_file_gets_one_line_per_call() {
     let before = std::fs::read_to_string(&log).unwrap().lines().count();
     let calls = 5;
     for i in 0..calls {
-        nexus
-            .put_secret(
-                &su(),
-                &format!("s/{i}"),
-                data(&[("k", SECRET_VALUE)]),
-                WriteOptions::default(),
-            )
-            .await
-            .unwrap();
+        put(&nexus, &format!("s/{i}"), SECRET_VALUE).await;
     }
     assert_err!(nexus.get_secret(&caller(APP), "s/0", 0), Error::Denied);
     let text = std::fs::read_to_string(&log).unwrap();
