@@ -17,8 +17,9 @@
 # spike-server, loadgen and bare from there; KEEP_WORK=1 keeps the work
 # directory (logs, OpenBao's CA, the Nexus data dir).
 #
-# Prints one line per run, then the table; the last line is exactly
-# `ratio reads=R writes=W` (spike-rs / OpenBao, one decimal).
+# Prints one line per run, then the table of medians and the spike-rs /
+# OpenBao ratio of each round; the last line is exactly
+# `ratio reads=R writes=W` (spike-rs / OpenBao medians, one decimal).
 set -euo pipefail
 
 duration=${1:-10}
@@ -121,7 +122,7 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int(
 # The rounds interleave the targets (openbao, spike, bare, openbao, ...), so
 # that a slow phase of a shared VM, which can last seconds, falls on every
 # target alike; each target's figure is its median over the rounds.
-declare -A rps p99
+declare -A rps p99 per_round
 for workload in read write; do
     for round in $(seq 1 "$rounds"); do
         for t in openbao spike bare; do
@@ -141,6 +142,12 @@ for workload in read write; do
             p99[$t.$workload]+=" $(field p99_us "$line")"
         done
     done
+    # Per-round spike/OpenBao ratios, printed under the table: the spread.
+    read -ra spike_rounds <<<"${rps[spike.$workload]}"
+    read -ra bao_rounds <<<"${rps[openbao.$workload]}"
+    per_round[$workload]=$(for i in "${!spike_rounds[@]}"; do
+        awk -v a="${spike_rounds[$i]}" -v b="${bao_rounds[$i]}" 'BEGIN { if (b > 0) printf "%.1f ", a / b; else printf "inf " }'
+    done)
     for t in openbao spike bare; do
         # shellcheck disable=SC2086
         rps[$t.$workload]=$(median ${rps[$t.$workload]})
@@ -166,4 +173,5 @@ printf '%-18s reads %5sx (target >= 10x)  writes %5sx (target >= 8x)\n' \
 printf '%-18s reads %5s%% (target >= 70%%)  writes %5s%%\n' "spike/bare" \
     "$(awk -v a="${rps[spike.read]}" -v b="${rps[bare.read]}" 'BEGIN { printf "%.0f", 100 * a / b }')" \
     "$(awk -v a="${rps[spike.write]}" -v b="${rps[bare.write]}" 'BEGIN { printf "%.0f", 100 * a / b }')"
+echo "spike/OpenBao by round: reads ${per_round[read]% }, writes ${per_round[write]% }"
 echo "ratio reads=$r_reads writes=$r_writes"
