@@ -319,6 +319,53 @@ mod tests {
         log.write_durable(3, b"def", 0).expect("write at the end");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Any sequence of appends (of any length, zero-filling ahead as the
+        /// log grows) and restarts, both ways of writing: the file always
+        /// begins with exactly the bytes of the frames since the last
+        /// restart, and the zero-filled range past the end reads as zeros.
+        #[test]
+        fn the_file_matches_a_model_of_appends_and_restarts(
+            buffered in proptest::bool::ANY,
+            steps in proptest::collection::vec(
+                proptest::option::weighted(0.9, 1usize..9_000),
+                1..40,
+            ),
+        ) {
+            let (_dir, path, mut log) = log(buffered);
+            let mut model: Vec<u8> = Vec::new();
+            let mut allocated = 0u64;
+            for (i, step) in steps.into_iter().enumerate() {
+                let Some(len) = step else {
+                    log.restart();
+                    model.clear();
+                    continue;
+                };
+                let end = model.len() as u64;
+                let frame: Vec<u8> = (0..len).map(|j| (i * 31 + j) as u8 | 1).collect();
+                // As the log does: grow in steps (here 16 KiB) when the
+                // frame passes what was zero-filled.
+                let frame_end = end + len as u64;
+                let zero_to = if frame_end > allocated {
+                    frame_end.next_multiple_of(16 * 1024)
+                } else {
+                    0
+                };
+                log.write_durable(end, &frame, zero_to).expect("write");
+                allocated = allocated.max(zero_to);
+                model.extend_from_slice(&frame);
+                let on_disk = std::fs::read(&path).expect("read");
+                proptest::prop_assert_eq!(&on_disk[..model.len()], &model[..]);
+                if zero_to > 0 {
+                    proptest::prop_assert!(
+                        on_disk[model.len()..zero_to as usize].iter().all(|&b| b == 0)
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn aligned_slices_are_aligned_and_zeroed() {
         let mut buf = AlignedBuf::default();
