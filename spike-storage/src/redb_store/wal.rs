@@ -9,10 +9,11 @@
 //! acknowledges no write before it. The log makes a commit durable with one
 //! sequential synchronous write of the batch into a preallocated file
 //! (~0.1 ms; see [`log_file`] for how); the batch then goes to an in-memory
-//! overlay that reads consult before redb. Every [`CHECKPOINT_COMMITS`] commits (or when the
-//! log is full) one durable redb commit, the *checkpoint*, writes the
-//! overlay to redb (a key written many times is written once), which makes
-//! the logged frames redundant, and the log starts again at offset 0.
+//! overlay that reads consult before redb. Every [`CHECKPOINT_COMMITS`]
+//! commits (or when the log is full) one durable redb commit, the
+//! *checkpoint*, writes the overlay to redb (a key written many times is
+//! written once), which makes the logged frames redundant, and the log
+//! starts again at offset 0.
 //!
 //! # Format (version 1)
 //!
