@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::identity::SpiffeId;
 
 mod json_lines;
+mod line;
 
 pub use json_lines::{Delivery, JsonLinesSink};
 

@@ -169,8 +169,7 @@ impl AuditSink for JsonLinesSink {
     fn record(&self, event: &AuditEvent) -> io::Result<()> {
         // A line is ~300 bytes: one allocation instead of a doubling series.
         let mut line = Vec::with_capacity(384);
-        serde_json::to_writer(&mut line, event)?;
-        line.push(b'\n');
+        super::line::write_line(event, &mut line);
         if self.delivery == Delivery::Synchronous {
             return lock(&self.shared.out).write_all(&line);
         }
