@@ -92,7 +92,9 @@ impl SecretData {
         Ok(())
     }
 
-    /// The JSON object's bytes. Handle with care: this is the secret.
+    /// The JSON object's bytes: always one compact JSON object, which a
+    /// server may copy into an answer as it is. Handle with care: this is
+    /// the secret.
     pub fn expose_json(&self) -> &[u8] {
         &self.0
     }

@@ -164,8 +164,17 @@ impl Body {
 pub(crate) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response {
     // Most answers are a few hundred bytes: one allocation, not a series.
     let mut bytes = Vec::with_capacity(512);
-    match serde_json::to_writer(&mut bytes, body) {
-        Ok(()) => (
+    json_answer(
+        status,
+        serde_json::to_writer(&mut bytes, body).map(|()| bytes),
+    )
+}
+
+/// A JSON answer with `status` from already serialised `bytes`, or 500
+/// `api_internal_error` if serialising failed.
+pub(crate) fn json_answer(status: StatusCode, bytes: serde_json::Result<Vec<u8>>) -> Response {
+    match bytes {
+        Ok(bytes) => (
             status,
             [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
             bytes,

@@ -31,7 +31,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use spike_core::{Caller, Nexus, SpiffeId};
 
-use crate::http::{PeerAddr, PeerIdentity, json_response};
+use crate::http::{PeerAddr, PeerIdentity, json_answer, json_response};
 
 mod kv;
 mod sys;
@@ -261,19 +261,6 @@ fn body_object(body: &[u8]) -> Option<Map<String, Value>> {
 
 // ---- answers ---------------------------------------------------------------
 
-/// Vault's response envelope, fields in Vault's order.
-#[derive(Serialize)]
-struct Envelope<'a, T: Serialize + ?Sized> {
-    request_id: String,
-    lease_id: &'static str,
-    renewable: bool,
-    lease_duration: u64,
-    data: &'a T,
-    wrap_info: Option<()>,
-    warnings: Option<&'a [String]>,
-    auth: Option<&'a Value>,
-}
-
 /// A UUID-shaped request id, unique within the process and, through a
 /// random per-process prefix, across processes. A counter rather than an
 /// OS random call per answer: request ids are correlation handles, not
@@ -321,19 +308,61 @@ fn envelope_full<T: Serialize + ?Sized>(
     warnings: Option<&[String]>,
     auth: Option<&Value>,
 ) -> Response {
-    json_response(
-        status,
-        &Envelope {
-            request_id: request_id(),
-            lease_id: "",
-            renewable: false,
-            lease_duration: 0,
-            data,
-            wrap_info: None,
-            warnings,
-            auth,
-        },
-    )
+    envelope_with(status, warnings, auth, |out| {
+        serde_json::to_writer(out, data)
+    })
+}
+
+/// Vault's response envelope (its fields in Vault's order) around `data`,
+/// which writes the `data` field's JSON. The answers to KV reads and
+/// writes, on every request of a Vault client's hot path, write theirs by
+/// hand; everything else through `serde_json` ([`envelope`]).
+fn envelope_with(
+    status: StatusCode,
+    warnings: Option<&[String]>,
+    auth: Option<&Value>,
+    data: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
+) -> Response {
+    // Most answers are a few hundred bytes: one allocation, not a series.
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"{\"request_id\":");
+    let written = json_str(&mut out, &request_id()).and_then(|()| {
+        out.extend_from_slice(
+            b",\"lease_id\":\"\",\"renewable\":false,\"lease_duration\":0,\"data\":",
+        );
+        data(&mut out)?;
+        out.extend_from_slice(b",\"wrap_info\":null,\"warnings\":");
+        match warnings {
+            None => out.extend_from_slice(b"null"),
+            Some(w) => serde_json::to_writer(&mut out, w)?,
+        }
+        out.extend_from_slice(b",\"auth\":");
+        match auth {
+            None => out.extend_from_slice(b"null"),
+            Some(a) => serde_json::to_writer(&mut out, a)?,
+        }
+        out.push(b'}');
+        Ok(())
+    });
+    json_answer(status, written.map(|()| out))
+}
+
+/// `s` as a JSON string: copied when nothing in it needs escaping (ids and
+/// times, on the hot path), else escaped by `serde_json`, which does it a
+/// byte at a time.
+fn json_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    // A scan without an early exit, which the compiler vectorises.
+    let plain = s.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        Ok(())
+    } else {
+        serde_json::to_writer(out, s)
+    }
 }
 
 /// 204 with `Content-Type: application/json`, as Vault answers writes
@@ -532,6 +561,51 @@ fn parse_go_duration(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn body_text(r: Response) -> String {
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_envelope_holds_vaults_fields_in_vaults_order() {
+        let text = body_text(envelope(StatusCode::OK, &serde_json::json!({"k": "v"}))).await;
+        let id = &text[15..51];
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"request_id":"{id}","lease_id":"","renewable":false,"lease_duration":0,"data":{{"k":"v"}},"wrap_info":null,"warnings":null,"auth":null}}"#
+            )
+        );
+        let warnings = ["w\"1".to_owned()];
+        let auth = serde_json::json!({"client_token": "t"});
+        let text = body_text(envelope_full(
+            StatusCode::NOT_FOUND,
+            &Value::Null,
+            Some(&warnings),
+            Some(&auth),
+        ))
+        .await;
+        let id = &text[15..51];
+        assert_eq!(
+            text,
+            format!(
+                r#"{{"request_id":"{id}","lease_id":"","renewable":false,"lease_duration":0,"data":null,"wrap_info":null,"warnings":["w\"1"],"auth":{{"client_token":"t"}}}}"#
+            )
+        );
+    }
+
+    #[test]
+    fn json_str_escapes_as_serde_json_escapes() {
+        for c in (0u8..0x80).map(char::from).chain(['é', '✓']) {
+            let s = format!("a{c}b");
+            let mut out = Vec::new();
+            json_str(&mut out, &s).unwrap();
+            assert_eq!(out, serde_json::to_vec(&s).unwrap(), "{c:?}");
+        }
+    }
 
     #[test]
     fn durations_round_trip_go_text() {

@@ -8,7 +8,6 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 use spike_core::{
     Caller, KvConfig, Secret, SecretData, SecretSettings, SettingsUpdate, Version, VersionRead,
@@ -17,7 +16,7 @@ use spike_core::{
 
 use super::{
     MOUNT, VaultError, VaultRequest, VaultResult, VaultState, Verb, body_object, envelope,
-    envelope_full, go_duration, no_content, parse_duration,
+    envelope_full, envelope_with, go_duration, json_str, no_content, parse_duration,
 };
 
 const PREFIX: &str = "/v1/secret/";
@@ -101,13 +100,38 @@ fn version_metadata<'a>(v: &Version, settings: &'a SecretSettings) -> VersionMet
     }
 }
 
-/// The answer to a read of a live version: the stored JSON object is
-/// copied into the answer as it is, not parsed into a tree and printed
-/// again.
-#[derive(Serialize)]
-struct DataAnswer<'a> {
-    data: &'a RawValue,
-    metadata: VersionMetadata<'a>,
+/// `m` as its derived `Serialize` writes it, by hand: KV reads and writes
+/// answer with it on every request.
+fn write_version_metadata(out: &mut Vec<u8>, m: &VersionMetadata<'_>) -> serde_json::Result<()> {
+    out.extend_from_slice(b"{\"created_time\":");
+    json_str(out, &m.created_time)?;
+    out.extend_from_slice(b",\"custom_metadata\":");
+    match m.custom_metadata {
+        None => out.extend_from_slice(b"null"),
+        Some(map) => serde_json::to_writer(&mut *out, map)?,
+    }
+    out.extend_from_slice(b",\"deletion_time\":");
+    json_str(out, &m.deletion_time)?;
+    out.extend_from_slice(b",\"destroyed\":");
+    out.extend_from_slice(if m.destroyed { b"true" } else { b"false" });
+    out.extend_from_slice(b",\"version\":");
+    out.extend_from_slice(m.version.to_string().as_bytes());
+    out.push(b'}');
+    Ok(())
+}
+
+/// The answer to a read of a live version. The stored data, always a
+/// compact JSON object ([`SecretData::expose_json`]), is copied into the
+/// answer as it is, not parsed and printed again.
+fn read_answer(data: &SecretData, version: &Version, settings: &SecretSettings) -> Response {
+    envelope_with(StatusCode::OK, None, None, |out| {
+        out.extend_from_slice(b"{\"data\":");
+        out.extend_from_slice(data.expose_json());
+        out.extend_from_slice(b",\"metadata\":");
+        write_version_metadata(out, &version_metadata(version, settings))?;
+        out.push(b'}');
+        Ok(())
+    })
 }
 
 /// The `?version=` of a read (0 = current).
@@ -142,7 +166,9 @@ fn as_u64(v: &Value) -> Option<u64> {
 }
 
 fn write_answer(version: &Version, settings: &SecretSettings) -> Response {
-    envelope(StatusCode::OK, &version_metadata(version, settings))
+    envelope_with(StatusCode::OK, None, None, |out| {
+        write_version_metadata(out, &version_metadata(version, settings))
+    })
 }
 
 // ---- data/ -----------------------------------------------------------------
@@ -163,15 +189,7 @@ async fn data(
             let version = version_param(r)?;
             match n.get_secret_with_metadata(caller, path, version)? {
                 (VersionRead::Live { version, data }, secret) => {
-                    let data: &RawValue = serde_json::from_slice(data.expose_json())
-                        .map_err(|_| VaultError::internal())?;
-                    Ok(envelope(
-                        StatusCode::OK,
-                        &DataAnswer {
-                            data,
-                            metadata: version_metadata(&version, &secret.settings),
-                        },
-                    ))
+                    Ok(read_answer(&data, &version, &secret.settings))
                 }
                 (VersionRead::Gone(version), secret) => {
                     let meta = version_metadata(&version, &secret.settings);
@@ -560,6 +578,34 @@ pub(super) fn mount_info() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_metadata_is_written_as_its_serialize_writes_it() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let texts = [
+            "",
+            "2026-11-30T18:29:42.516759385Z",
+            "a\"b\\c\u{1}\n",
+            "é✓\u{7f}",
+        ];
+        let mut pick = || texts[rng.usize(..texts.len())].to_owned();
+        for i in 0..400u64 {
+            let custom: BTreeMap<String, String> = (0..i % 3).map(|_| (pick(), pick())).collect();
+            let m = VersionMetadata {
+                created_time: pick(),
+                custom_metadata: (i % 5 != 0).then_some(&custom),
+                deletion_time: pick(),
+                destroyed: i % 2 == 0,
+                version: [0, 1, i, u64::MAX][(i % 4) as usize],
+            };
+            let mut out = Vec::new();
+            write_version_metadata(&mut out, &m).unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(&m).unwrap()
+            );
+        }
+    }
 
     #[test]
     fn subkeys_structure_honours_depth() {
