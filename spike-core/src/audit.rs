@@ -226,18 +226,28 @@ pub(crate) fn addr_text(addr: SocketAddr) -> String {
     out
 }
 
-fn push_decimal(out: &mut String, mut v: u32) {
-    let mut digits = [0u8; 10];
-    let mut start = digits.len();
+fn push_decimal(out: &mut String, v: u32) {
+    let mut buf = [0u8; 20];
+    out.extend(
+        decimal(&mut buf, u64::from(v))
+            .iter()
+            .map(|&d| char::from(d)),
+    );
+}
+
+/// `v`'s decimal digits, written at the end of `buf`, without the
+/// formatting machinery (audit lines print numbers on every request).
+pub(crate) fn decimal(buf: &mut [u8; 20], mut v: u64) -> &[u8] {
+    let mut start = buf.len();
     loop {
         start -= 1;
-        digits[start] = b'0' + (v % 10) as u8;
+        buf[start] = b'0' + (v % 10) as u8;
         v /= 10;
         if v == 0 {
             break;
         }
     }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+    &buf[start..]
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ pub(super) fn write_line(event: &AuditEvent, out: &mut Vec<u8>) {
     out.extend_from_slice(b"},\"status\":");
     string(out, event.status);
     out.extend_from_slice(b",\"duration_us\":");
-    decimal(out, event.duration_us);
+    out.extend_from_slice(super::decimal(&mut [0; 20], event.duration_us));
     out.extend_from_slice(b"}\n");
 }
 
@@ -61,20 +61,6 @@ fn string(out: &mut Vec<u8>, s: &str) {
         // Writing a `str` into a `Vec` cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
     }
-}
-
-fn decimal(out: &mut Vec<u8>, mut v: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
 }
 
 #[cfg(test)]
