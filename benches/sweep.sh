@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Scale sweep (issue 5): for 1k, 10k, 100k and 1M secrets (1,000 policies
 # each), cold start to serving, resident memory, the median authorised
-# in-process read and durable write throughput, as one table, so that cost
-# growth is visible. Each size runs in a fresh process (`cold_start
+# in-process read and durable write throughput, and the time those writes
+# waited for the store's checkpoints (of their 2 s), as one table, so that
+# cost growth is visible. Each size runs in a fresh process (`cold_start
 # --sweep`); stores are populated once and cached under
 # target/spike-bench-cache/ (1M takes a minute or two the first time).
 #
@@ -24,11 +25,12 @@ rows=()
 for n in "${sizes[@]}"; do
     echo "== $n secrets" >&2
     line=$(target/release/cold_start --secrets "$n" --runs 3 --sweep | tee /dev/stderr | tail -n 1)
-    rows+=("$(printf '%10s %12s %10s %12s %14s' "$n" "$(field start_ms "$line")" \
-        "$(field rss_mb "$line")" "$(field read_ns "$line")" "$(field writes_per_s "$line")")")
+    rows+=("$(printf '%10s %12s %10s %12s %14s %9s' "$n" "$(field start_ms "$line")" \
+        "$(field rss_mb "$line")" "$(field read_ns "$line")" "$(field writes_per_s "$line")" \
+        "$(field checkpoint_ms "$line")")")
 done
 
 echo
 echo "scale sweep, $(nproc) cores, 1,000 policies, 150 B values"
-printf '%10s %12s %10s %12s %14s\n' secrets "start ms" "RSS MB" "read ns p50" "writes/s"
+printf '%10s %12s %10s %12s %14s %9s\n' secrets "start ms" "RSS MB" "read ns p50" "writes/s" "ckpt ms"
 printf '%s\n' "${rows[@]}"

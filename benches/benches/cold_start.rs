@@ -34,7 +34,7 @@ fn main() {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 rt.block_on(async {
-                    let (nexus, took) = fx.open_and_unseal().await;
+                    let (nexus, _, took) = fx.open_and_unseal().await;
                     total += took;
                     assert!(nexus.get_secret(&superuser(), "apps/svc-0/s-0", 0).is_ok());
                     nexus.close().await;

@@ -348,14 +348,15 @@ impl ColdFixture {
     }
 
     /// Opens the file, builds a `Nexus` and unseals it: the cold start.
-    /// Returns the serving store and the time it took.
-    pub async fn open_and_unseal(&self) -> (Nexus, Duration) {
+    /// Returns the serving `Nexus`, its store (for its checkpoint figures)
+    /// and the time it took.
+    pub async fn open_and_unseal(&self) -> (Nexus, Arc<RedbStore>, Duration) {
         let started = Instant::now();
         let store = Arc::new(RedbStore::open(&self.db).unwrap());
-        let nexus = Nexus::builder(store).open().await.unwrap();
+        let nexus = Nexus::builder(store.clone()).open().await.unwrap();
         nexus.unseal(&self.shares).await.unwrap();
         let elapsed = started.elapsed();
-        (nexus, elapsed)
+        (nexus, store, elapsed)
     }
 }
 

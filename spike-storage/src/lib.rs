@@ -87,4 +87,4 @@ fn thread_is_dedicated() -> bool {
 }
 pub use faulty::{FaultController, FaultyStore};
 pub use memory::MemoryStore;
-pub use redb_store::{RedbOptions, RedbStore};
+pub use redb_store::{CheckpointStats, RedbOptions, RedbStore};

@@ -8,7 +8,8 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use redb::backends::FileBackend;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableError};
@@ -78,6 +79,23 @@ struct Inner {
     /// Changed only by a commit (holding `wal`), read by `get` and `scan`.
     overlay: RwLock<Overlay>,
     name: Arc<str>,
+    /// Counted by checkpoints (holding `wal`), read by
+    /// [`RedbStore::checkpoint_stats`].
+    checkpoints: Mutex<CheckpointStats>,
+}
+
+/// What the checkpoints of a [`RedbStore`] have done since it was opened.
+/// Commits wait while a checkpoint runs, and its cost grows with the keys
+/// it writes (random places in redb's B-tree): this is how an operator or
+/// a benchmark sees that wait.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// Checkpoints run.
+    pub count: u64,
+    /// Keys they wrote to redb, all together.
+    pub keys: u64,
+    /// Their time, all together: time that commits waited.
+    pub time: Duration,
 }
 
 /// How [`RedbStore::open_with`] sets a store up.
@@ -188,6 +206,7 @@ impl RedbStore {
                 wal: Mutex::new(Some(wal)),
                 overlay: RwLock::new(Overlay::new()),
                 name,
+                checkpoints: Mutex::new(CheckpointStats::default()),
             }),
             path,
         })
@@ -196,6 +215,15 @@ impl RedbStore {
     /// The path of the database file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What checkpoints have done since the store was opened.
+    pub fn checkpoint_stats(&self) -> CheckpointStats {
+        *self
+            .inner
+            .checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Run `f` on the blocking pool when inside a tokio runtime, else (or
@@ -422,7 +450,17 @@ impl Inner {
     /// again.
     fn checkpoint(&self, log: &mut Wal) -> Result<(), StorageError> {
         let through = log.last_seq();
-        self.write_overlay_to_redb(log, &[], through)
+        let started = Instant::now();
+        let keys = self.read_overlay()?.len() as u64;
+        self.write_overlay_to_redb(log, &[], through)?;
+        let mut stats = self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        stats.count += 1;
+        stats.keys += keys;
+        stats.time += started.elapsed();
+        Ok(())
     }
 
     /// Writes the overlay, then `more`, to redb in one durable commit that

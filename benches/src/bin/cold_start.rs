@@ -9,7 +9,8 @@
 //! `--sweep` also measures, on the store it opened: the median latency of
 //! an authorised in-process read (a workload allowed by one of 1,000
 //! policies, its own secrets, 100,000 reads), and durable write throughput
-//! (32 concurrent writers of new versions, 2 s); and prints one line
+//! (32 concurrent writers of new versions, 2 s) with the time the store's
+//! checkpoints took meanwhile (commits wait for them); and prints one line
 //! `sweep secrets=N …` for `benches/sweep.sh`.
 //!
 //! `--scan-only` measures the floor instead: a raw scan of every record of
@@ -138,7 +139,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         None
     };
     let rss_before = proc_status_bytes("VmRSS").ok_or("no VmRSS in /proc/self/status")?;
-    let (nexus, first) = rt.block_on(fx.open_and_unseal());
+    let (nexus, store, first) = rt.block_on(fx.open_and_unseal());
     let rss_after = proc_status_bytes("VmRSS").ok_or("no VmRSS")?;
     let hwm_after = proc_status_bytes("VmHWM").ok_or("no VmHWM")?;
 
@@ -148,18 +149,26 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         nexus.get_secret(&admin, &secret_path(i), 0)?;
     }
     let load = if args.sweep {
+        let read = read_p50(&nexus, args.secrets)?;
+        let before = store.checkpoint_stats();
+        let writes = rt.block_on(write_rate(&nexus, args.secrets))?;
+        let after = store.checkpoint_stats();
         Some((
-            read_p50(&nexus, args.secrets)?,
-            rt.block_on(write_rate(&nexus, args.secrets))?,
+            read,
+            writes,
+            after.count - before.count,
+            after.time - before.time,
         ))
     } else {
         None
     };
     rt.block_on(nexus.close());
+    // The last handle: the file is free for the next open.
+    drop(store);
 
     let mut times = vec![first];
     for _ in 1..args.runs {
-        let (nexus, took) = rt.block_on(fx.open_and_unseal());
+        let (nexus, _, took) = rt.block_on(fx.open_and_unseal());
         times.push(took);
         rt.block_on(nexus.close());
     }
@@ -233,7 +242,7 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         mb(peak_delta),
         mb(hwm_after as f64)
     );
-    if let Some((read, writes)) = load {
+    if let Some((read, writes, checkpoints, waited)) = load {
         println!(
             "  {:<34} {:>12}   (a workload's own secrets, 1 of {COLD_POLICIES} policies)",
             "authorised read, median",
@@ -245,12 +254,18 @@ fn run(args: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             format!("{writes:.0}/s")
         );
         println!(
-            "sweep secrets={} start_ms={:.0} rss_mb={:.0} read_ns={} writes_per_s={:.0}",
+            "  {:<34} {:>12}   ({checkpoints} checkpoints of the store, commits waiting)",
+            "checkpoint time while writing",
+            format!("{:.0} ms", waited.as_secs_f64() * 1e3)
+        );
+        println!(
+            "sweep secrets={} start_ms={:.0} rss_mb={:.0} read_ns={} writes_per_s={:.0} checkpoint_ms={:.0}",
             args.secrets,
             median.as_secs_f64() * 1e3,
             rss_delta / 1e6,
             read.as_nanos(),
-            writes
+            writes,
+            waited.as_secs_f64() * 1e3
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeMap;
 
-use spike_storage::{BackingStore, RedbOptions, RedbStore, StorageError, WriteBatch};
+use spike_storage::{
+    BackingStore, CheckpointStats, RedbOptions, RedbStore, StorageError, WriteBatch,
+};
 
 #[tokio::test]
 async fn data_persists_across_reopen() {
@@ -239,6 +241,29 @@ async fn reads_between_checkpoints_match_a_model() {
             assert_eq!(got, want, "scan of {prefix:?} by {limit} at step {step}");
         }
     }
+}
+
+#[tokio::test]
+async fn checkpoints_are_counted_with_their_keys_and_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = RedbOptions::default().log_capacity(8 * 1024);
+    let store = RedbStore::open_with(dir.path().join("spike.redb"), options).unwrap();
+    assert_eq!(store.checkpoint_stats(), CheckpointStats::default());
+    // 1 KiB values over five keys into an 8 KiB log: the log fills, and
+    // so is checkpointed, every few commits.
+    for i in 0..40u8 {
+        let mut batch = WriteBatch::new();
+        batch.put(vec![i % 5], vec![i; 1024]);
+        store.commit(batch).await.unwrap();
+    }
+    let stats = store.checkpoint_stats();
+    assert!(stats.count >= 4, "{stats:?}");
+    // Each checkpoint writes the keys changed since the last: 1 to 5.
+    assert!(
+        stats.keys >= stats.count && stats.keys <= 5 * stats.count,
+        "{stats:?}"
+    );
+    assert!(stats.time > Duration::ZERO, "{stats:?}");
 }
 
 #[tokio::test]
