@@ -283,8 +283,10 @@ pub(crate) async fn serve_nexus(
 
     let dir = plan.data_dir.clone();
     create_private_dir(&dir)?;
-    let store = spike_storage::RedbStore::open(dir.join("spike.redb"))
-        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    let store = Arc::new(
+        spike_storage::RedbStore::open(dir.join("spike.redb"))
+            .with_context(|| format!("opening the store in {}", dir.display()))?,
+    );
     // Fail-closed needs each line written before its answer.
     let delivery = if plan.audit.fail_closed {
         Delivery::Synchronous
@@ -298,7 +300,7 @@ pub(crate) async fn serve_nexus(
         ),
         None => Arc::new(JsonLinesSink::stderr(delivery)),
     };
-    let nexus = Nexus::builder(Arc::new(store))
+    let nexus = Nexus::builder(store.clone())
         .trust_roots(roots)
         .shares(plan.shares, plan.threshold)
         .audit(audit, plan.audit)
@@ -321,7 +323,7 @@ pub(crate) async fn serve_nexus(
         plan.dev_recovery.clone(),
         stop_rx,
     ));
-    let app = nexus_api::router(NexusState::new(nexus.clone()));
+    let app = nexus_api::router(NexusState::new(nexus.clone()).with_redb(store));
     let served = serve::serve(listener, server_tls, app, shutdown).await;
     let _ = stop_tx.send(true);
     lifecycle.abort();

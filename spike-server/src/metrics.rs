@@ -38,6 +38,9 @@ pub struct Metrics {
     commits: Counter,
     committed_writes: Counter,
     commit_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    checkpoints: Counter,
+    checkpoint_keys: Counter,
+    checkpoint_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     routes: &'static [&'static str],
 }
 
@@ -86,6 +89,24 @@ impl Metrics {
             "Time spent in backing-store commits, fsync included (Nexus)",
             commit_seconds.clone(),
         );
+        let checkpoints = Counter::default();
+        let checkpoint_keys = Counter::default();
+        let checkpoint_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "spike_store_checkpoints",
+            "Checkpoints of the redb store; commits wait while one runs (Nexus)",
+            checkpoints.clone(),
+        );
+        registry.register(
+            "spike_store_checkpoint_keys",
+            "Keys those checkpoints wrote into redb (Nexus)",
+            checkpoint_keys.clone(),
+        );
+        registry.register(
+            "spike_store_checkpoint_seconds",
+            "Time spent in those checkpoints: time commits waited (Nexus)",
+            checkpoint_seconds.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             requests,
@@ -94,6 +115,9 @@ impl Metrics {
             commits,
             committed_writes,
             commit_seconds,
+            checkpoints,
+            checkpoint_keys,
+            checkpoint_seconds,
             routes,
         }
     }
@@ -138,6 +162,18 @@ impl Metrics {
         self.latency
             .get_or_create(&RouteLabels { route })
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Brings the checkpoint counters up to `stats` (read at scrape).
+    pub(crate) fn set_checkpoints(&self, stats: spike_storage::CheckpointStats) {
+        self.checkpoints
+            .inc_by(stats.count.saturating_sub(self.checkpoints.get()));
+        self.checkpoint_keys
+            .inc_by(stats.keys.saturating_sub(self.checkpoint_keys.get()));
+        let seconds = stats.time.as_secs_f64() - self.checkpoint_seconds.get();
+        if seconds > 0.0 {
+            self.checkpoint_seconds.inc_by(seconds);
+        }
     }
 
     /// Sets the state gauge.

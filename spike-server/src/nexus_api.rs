@@ -27,6 +27,7 @@ use spike_core::{
     Nexus, Permission, Permissions, Policy, PolicyFilter, PolicySpec, Role, SecretData, Share,
     Status, VersionRead, WriteOptions,
 };
+use spike_storage::RedbStore;
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
@@ -52,6 +53,9 @@ const ROUTES: &[&str] = &[
 pub struct NexusState {
     nexus: Nexus,
     metrics: Arc<Metrics>,
+    /// The redb store under `nexus`, if it is one: its checkpoints are
+    /// shown at `/metrics`.
+    redb: Option<Arc<RedbStore>>,
 }
 
 impl NexusState {
@@ -64,12 +68,21 @@ impl NexusState {
                 "spike_nexus_sealed",
                 "1 while Nexus is sealed or uninitialised, 0 once unsealed",
             )),
+            redb: None,
         }
     }
 
     /// The store.
     pub fn nexus(&self) -> &Nexus {
         &self.nexus
+    }
+
+    /// Shows the checkpoints of `store`, the redb store `nexus` was built
+    /// on, at `/metrics` (commits wait while one runs).
+    #[must_use]
+    pub fn with_redb(mut self, store: Arc<RedbStore>) -> Self {
+        self.redb = Some(store);
+        self
     }
 }
 
@@ -108,6 +121,9 @@ async fn metrics_route(State(s): State<NexusState>) -> Response {
     let sealed = !matches!(s.nexus.status(), Status::Unsealed);
     s.metrics.set_state(i64::from(sealed));
     s.metrics.set_commits(s.nexus.commit_stats());
+    if let Some(store) = &s.redb {
+        s.metrics.set_checkpoints(store.checkpoint_stats());
+    }
     metrics::response(&s.metrics)
 }
 

@@ -604,6 +604,49 @@ async fn sealed_nexus_answers_state_not_ready_until_restored() {
 }
 
 #[tokio::test]
+async fn metrics_show_the_redb_stores_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    // An 8 KiB log: a few 1 KiB secrets fill it, and so checkpoint it.
+    let options = spike_storage::RedbOptions::default().log_capacity(8 * 1024);
+    let store = std::sync::Arc::new(
+        spike_storage::RedbStore::open_with(dir.path().join("spike.redb"), options).unwrap(),
+    );
+    let n = spike_core::Nexus::builder(store.clone())
+        .open()
+        .await
+        .unwrap();
+    n.init().await.unwrap();
+    let app = spike_server::nexus_api::router(
+        spike_server::nexus_api::NexusState::new(n.clone()).with_redb(store.clone()),
+    );
+    for i in 0..20 {
+        post(
+            &app,
+            Some(SUPERUSER),
+            "/v1/store/secrets",
+            json!({"path": format!("ck/{i}"), "values": {"v": "x".repeat(1024)}}),
+        )
+        .await
+        .assert_ok();
+    }
+    let stats = store.checkpoint_stats();
+    assert!(stats.count >= 1, "{stats:?}");
+    let text = String::from_utf8(send(&app, None, Method::GET, "/metrics", "").await.body).unwrap();
+    assert!(
+        text.contains(&format!("spike_store_checkpoints_total {}", stats.count)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("spike_store_checkpoint_keys_total {}", stats.keys)),
+        "{text}"
+    );
+    assert!(
+        text.contains("spike_store_checkpoint_seconds_total"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn metrics_count_requests_and_show_the_seal_state() {
     let (app, n, _) = app().await;
     post(
