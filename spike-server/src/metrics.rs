@@ -24,6 +24,20 @@ struct RouteLabels {
     route: &'static str,
 }
 
+/// Raises `counter` to `total`, a running total kept elsewhere (counters
+/// only go up).
+fn catch_up(counter: &Counter, total: u64) {
+    counter.inc_by(total.saturating_sub(counter.get()));
+}
+
+/// Raises `counter` to `total` seconds.
+fn catch_up_seconds(counter: &Counter<f64, std::sync::atomic::AtomicU64>, total: Duration) {
+    let seconds = total.as_secs_f64() - counter.get();
+    if seconds > 0.0 {
+        counter.inc_by(seconds);
+    }
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs … ~26 s.
     Histogram::new(exponential_buckets(0.0001, 4.0, 10))
@@ -166,14 +180,9 @@ impl Metrics {
 
     /// Brings the checkpoint counters up to `stats` (read at scrape).
     pub(crate) fn set_checkpoints(&self, stats: spike_storage::CheckpointStats) {
-        self.checkpoints
-            .inc_by(stats.count.saturating_sub(self.checkpoints.get()));
-        self.checkpoint_keys
-            .inc_by(stats.keys.saturating_sub(self.checkpoint_keys.get()));
-        let seconds = stats.time.as_secs_f64() - self.checkpoint_seconds.get();
-        if seconds > 0.0 {
-            self.checkpoint_seconds.inc_by(seconds);
-        }
+        catch_up(&self.checkpoints, stats.count);
+        catch_up(&self.checkpoint_keys, stats.keys);
+        catch_up_seconds(&self.checkpoint_seconds, stats.time);
     }
 
     /// Sets the state gauge.
@@ -183,14 +192,9 @@ impl Metrics {
 
     /// Brings the store commit counters up to `stats` (read at scrape).
     pub(crate) fn set_commits(&self, stats: spike_core::CommitStats) {
-        self.commits
-            .inc_by(stats.commits.saturating_sub(self.commits.get()));
-        self.committed_writes
-            .inc_by(stats.writes.saturating_sub(self.committed_writes.get()));
-        let seconds = stats.commit_time.as_secs_f64() - self.commit_seconds.get();
-        if seconds > 0.0 {
-            self.commit_seconds.inc_by(seconds);
-        }
+        catch_up(&self.commits, stats.commits);
+        catch_up(&self.committed_writes, stats.writes);
+        catch_up_seconds(&self.commit_seconds, stats.commit_time);
     }
 
     /// The OpenMetrics text of every metric.
