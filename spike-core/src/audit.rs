@@ -198,13 +198,23 @@ impl TrailIds {
     }
 }
 
+/// Lowercase hex digits.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Writes `v` as `out.len()` lowercase hex digits (the low ones), without
 /// the formatting machinery: ids are printed once per request.
 pub(crate) fn hex_into(out: &mut [u8], mut v: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in out.iter_mut().rev() {
-        *b = DIGITS[(v & 0xf) as usize];
+        *b = HEX_DIGITS[(v & 0xf) as usize];
         v >>= 4;
+    }
+}
+
+/// Appends `bytes` as lowercase hex, two digits a byte.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        out.push(char::from(HEX_DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(HEX_DIGITS[usize::from(b & 0xf)]));
     }
 }
 
@@ -294,6 +304,13 @@ mod tests {
         let mut short = [0u8; 4];
         hex_into(&mut short, 0x1234_5678);
         assert_eq!(&short, b"5678");
+    }
+
+    #[test]
+    fn push_hex_writes_two_lowercase_digits_a_byte() {
+        let mut out = String::from("x");
+        push_hex(&mut out, &[0x00, 0x0f, 0xa5, 0xff]);
+        assert_eq!(out, "x000fa5ff");
     }
 
     #[test]

@@ -166,7 +166,9 @@ pub(crate) fn tampered(what: &str, e: RecordError) -> Error {
 }
 
 fn hex8(key: &[u8]) -> String {
-    key.iter().take(9).map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(18);
+    crate::audit::push_hex(&mut out, &key[..key.len().min(9)]);
+    out
 }
 
 /// Seals and opens the manifest with the keys of the unsealed store.

@@ -579,15 +579,9 @@ impl Nexus {
             // No key while sealed: never write the value itself.
             _ => return "hmac-unavailable".to_owned(),
         };
-        let mut digits = [0u8; 64];
-        for (out, chunk) in digits.chunks_exact_mut(16).zip(mac.chunks_exact(8)) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            crate::audit::hex_into(out, u64::from_be_bytes(word));
-        }
         let mut out = String::with_capacity(5 + 64);
         out.push_str("hmac:");
-        out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+        crate::audit::push_hex(&mut out, &mac);
         out
     }
 }
