@@ -451,8 +451,7 @@ impl Inner {
     fn checkpoint(&self, log: &mut Wal) -> Result<(), StorageError> {
         let through = log.last_seq();
         let started = Instant::now();
-        let keys = self.read_overlay()?.len() as u64;
-        self.write_overlay_to_redb(log, &[], through)?;
+        let keys = self.write_overlay_to_redb(log, &[], through)?;
         let mut stats = self
             .checkpoints
             .lock()
@@ -465,26 +464,27 @@ impl Inner {
 
     /// Writes the overlay, then `more`, to redb in one durable commit that
     /// holds every log frame up to `through`; empties the overlay and
-    /// starts the log again. The caller holds `wal`, so no commit changes
-    /// the overlay meanwhile, and readers find each entry in the overlay or
-    /// in redb.
+    /// starts the log again. Returns how many keys the overlay held. The
+    /// caller holds `wal`, so no commit changes the overlay meanwhile, and
+    /// readers find each entry in the overlay or in redb.
     fn write_overlay_to_redb(
         &self,
         log: &mut Wal,
         more: &[WriteOp],
         through: u64,
-    ) -> Result<(), StorageError> {
-        {
+    ) -> Result<u64, StorageError> {
+        let keys = {
             let overlay = self.read_overlay()?;
             let ops = overlay
                 .iter()
                 .map(|(key, value)| (key.as_slice(), value.as_deref()))
                 .chain(more.iter().map(op_parts));
             apply(&self.db, &self.name, ops, through)?;
-        }
+            overlay.len() as u64
+        };
         self.overlay.write().map_err(|_| self.failed())?.clear();
         log.restart();
-        Ok(())
+        Ok(keys)
     }
 
     fn failed(&self) -> StorageError {
