@@ -30,8 +30,9 @@ fn cipher() -> &'static RecordCipher {
 fn decode_as(kind: Option<Kind>, plaintext: &[u8], revision: u64, epoch: u32) {
     if kind.is_none() || kind == Some(Kind::Secret) {
         if let Ok((path, secret)) = decode_secret(plaintext, revision, epoch) {
-            let again = decode_secret(&encode_secret(&path, &secret), revision, epoch)
-                .expect("an encoded secret decodes");
+            let encoded = encode_secret(path, &secret);
+            let again =
+                decode_secret(&encoded, revision, epoch).expect("an encoded secret decodes");
             assert_eq!(again.0, path);
             assert_eq!(again.1, secret);
         }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use spike_crypto::{KeyCheckValue, RootKey, Share, combine, split};
 use spike_storage::{BackingStore, Entry, WriteBatch};
+use zeroize::Zeroizing;
 
 use crate::audit::{Caller, Decision};
 use crate::cipher::StoredCipherKey;
@@ -636,12 +637,15 @@ fn decode_secrets(entries: &[Entry], keys: &Keys) -> Result<DecodedPage, Error> 
         secrets: Vec::with_capacity(entries.len()),
         digest: [0; 16],
     };
+    // One plaintext buffer for the whole page: no allocation per record.
+    let mut pt = Zeroizing::new(Vec::new());
     for entry in entries {
         let what = || format!("secret record {}", hex8(&entry.key));
-        let (header, pt) = record::open(
+        let header = record::open_into(
             |e| keys.for_epoch(e).map(|k| &k.cipher),
             &entry.key,
             &entry.value,
+            &mut pt,
         )
         .map_err(|e| tampered(&what(), e))?;
         if header.kind != Kind::Secret {
@@ -652,7 +656,7 @@ fn decode_secrets(entries: &[Entry], keys: &Keys) -> Result<DecodedPage, Error> 
         }
         let (path, secret) = record::decode_secret(&pt, header.revision, header.epoch)
             .map_err(|e| tampered(&what(), e))?;
-        let path = SecretPath::parse(&path).map_err(|_| Error::Tampered {
+        let path = SecretPath::parse(path).map_err(|_| Error::Tampered {
             what: format!("{}: invalid path", what()),
         })?;
         if let Some(k) = keys.for_epoch(header.epoch) {

@@ -156,15 +156,39 @@ pub fn open<'c>(
     storage_key: &[u8],
     record: &[u8],
 ) -> Result<(Header, Zeroizing<Vec<u8>>), RecordError> {
+    let mut plaintext = Zeroizing::new(Vec::new());
+    let header = open_into(cipher_for_epoch, storage_key, record, &mut plaintext)?;
+    Ok((header, plaintext))
+}
+
+/// [`open`] into `plaintext` (cleared first), for loops that open many
+/// records with one buffer (unseal).
+pub fn open_into<'c>(
+    cipher_for_epoch: impl FnOnce(u32) -> Option<&'c RecordCipher>,
+    storage_key: &[u8],
+    record: &[u8],
+    plaintext: &mut Zeroizing<Vec<u8>>,
+) -> Result<Header, RecordError> {
+    /// Room for the header and a storage key of the usual length (a
+    /// prefix byte and a 32-byte hash) without a heap allocation.
+    const INLINE_AAD: usize = HEADER_LEN + 64;
     let header = Header::decode(record)?;
     let cipher = cipher_for_epoch(header.epoch).ok_or(RecordError::UnknownEpoch(header.epoch))?;
-    let mut aad = Vec::with_capacity(HEADER_LEN + storage_key.len());
-    aad.extend_from_slice(&record[..HEADER_LEN]);
-    aad.extend_from_slice(storage_key);
-    let plaintext = cipher
-        .open(&aad, &record[HEADER_LEN..])
+    let aad_len = HEADER_LEN + storage_key.len();
+    let mut inline = [0u8; INLINE_AAD];
+    let mut heap = Vec::new();
+    let aad: &mut [u8] = if aad_len <= INLINE_AAD {
+        &mut inline[..aad_len]
+    } else {
+        heap.resize(aad_len, 0);
+        &mut heap
+    };
+    aad[..HEADER_LEN].copy_from_slice(&record[..HEADER_LEN]);
+    aad[HEADER_LEN..].copy_from_slice(storage_key);
+    cipher
+        .open_into(aad, &record[HEADER_LEN..], plaintext)
         .map_err(|_| RecordError::Authentication)?;
-    Ok((header, plaintext))
+    Ok(header)
 }
 
 // ---- plaintext codecs -------------------------------------------------------
@@ -304,9 +328,9 @@ pub fn decode_secret(
     plaintext: &[u8],
     revision: u64,
     epoch: u32,
-) -> Result<(String, Secret), RecordError> {
+) -> Result<(&str, Secret), RecordError> {
     let mut d = Dec(plaintext);
-    let path = d.str16()?.to_owned();
+    let path = d.str16()?;
     let created = Timestamp::from_nanos(d.u64()?);
     let updated = Timestamp::from_nanos(d.u64()?);
     let current_version = d.u64()?;
@@ -578,6 +602,33 @@ mod tests {
             open(|_| Some(&c), b"key-a", &rec[..rec.len() - 1]).unwrap_err(),
             RecordError::Authentication
         );
+    }
+
+    /// The AAD is built on the stack up to 64 key bytes and on the heap
+    /// beyond: both bind the whole key.
+    #[test]
+    fn storage_keys_of_any_length_are_bound() {
+        let c = cipher(1);
+        let h = Header {
+            kind: Kind::Secret,
+            epoch: 1,
+            revision: 1,
+        };
+        for len in [0, 1, 33, 63, 64, 65, 200] {
+            let key: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let rec = seal(&c, h, &key, b"v").unwrap();
+            let (_, pt) = open(|_| Some(&c), &key, &rec).unwrap();
+            assert_eq!(&pt[..], b"v", "key of {len} bytes");
+            if let Some(last) = key.len().checked_sub(1) {
+                let mut other = key.clone();
+                other[last] ^= 1;
+                assert_eq!(
+                    open(|_| Some(&c), &other, &rec).unwrap_err(),
+                    RecordError::Authentication,
+                    "key of {len} bytes, last byte changed"
+                );
+            }
+        }
     }
 
     #[test]

@@ -100,6 +100,25 @@ impl RecordCipher {
     /// [`CryptoError::Authentication`] for a wrong key or AAD, or any change
     /// to the sealed bytes.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let mut plaintext = Zeroizing::new(Vec::new());
+        self.open_into(aad, sealed, &mut plaintext)?;
+        Ok(plaintext)
+    }
+
+    /// Like [`RecordCipher::open`], into `plaintext` (cleared first), so
+    /// that a loop opening many records reuses one buffer. On error
+    /// `plaintext` is left empty (what it held is wiped).
+    ///
+    /// # Errors
+    ///
+    /// As [`RecordCipher::open`].
+    pub fn open_into(
+        &self,
+        aad: &[u8],
+        sealed: &[u8],
+        plaintext: &mut Zeroizing<Vec<u8>>,
+    ) -> Result<(), CryptoError> {
+        plaintext.zeroize();
         let (nonce, rest) =
             sealed
                 .split_first_chunk::<NONCE_LEN>()
@@ -111,11 +130,15 @@ impl RecordCipher {
                 .ok_or(CryptoError::Malformed(
                     "sealed data shorter than nonce and tag",
                 ))?;
-        let mut plaintext = Zeroizing::new(ciphertext.to_vec());
-        if self.aead.decrypt(*nonce, aad, &mut plaintext, tag) {
-            Ok(plaintext)
+        // Reserve first, so no plaintext is left behind in a reallocated
+        // buffer.
+        plaintext.reserve(ciphertext.len());
+        plaintext.extend_from_slice(ciphertext);
+        if self.aead.decrypt(*nonce, aad, plaintext, tag) {
+            Ok(())
         } else {
-            // The buffer may hold unauthenticated plaintext: zeroized on drop.
+            // The buffer may hold unauthenticated plaintext.
+            plaintext.zeroize();
             Err(CryptoError::Authentication)
         }
     }
@@ -392,6 +415,30 @@ mod tests {
             open(&k, b"", &sealed[1..]),
             Err(CryptoError::Authentication)
         ));
+    }
+
+    #[test]
+    fn open_into_reuses_one_buffer_and_empties_it_on_failure() {
+        let cipher = RecordCipher::new(&key(5));
+        let long = cipher.seal(b"a", &[0xAB; 300]).unwrap();
+        let short = cipher.seal(b"b", b"short").unwrap();
+        let mut buf = Zeroizing::new(Vec::new());
+        cipher.open_into(b"a", &long, &mut buf).unwrap();
+        assert_eq!(buf.as_slice(), &[0xAB; 300][..]);
+        // A shorter record after a longer one: nothing of the first is left
+        // in what the second reads.
+        cipher.open_into(b"b", &short, &mut buf).unwrap();
+        assert_eq!(buf.as_slice(), b"short");
+        assert!(matches!(
+            cipher.open_into(b"wrong aad", &long, &mut buf),
+            Err(CryptoError::Authentication)
+        ));
+        assert!(buf.is_empty(), "no unauthenticated plaintext is handed out");
+        assert!(matches!(
+            cipher.open_into(b"a", &long[..10], &mut buf),
+            Err(CryptoError::Malformed(_))
+        ));
+        assert!(buf.is_empty());
     }
 
     #[test]
