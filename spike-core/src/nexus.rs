@@ -419,6 +419,18 @@ impl Nexus {
         self.inner.commits.snapshot()
     }
 
+    /// Whether the backing store can take writes, as far as it knows
+    /// without trying one (see [`BackingStore::writable`]): a readiness
+    /// check. An unsealed Nexus whose store refuses every commit still
+    /// serves reads, but it is not ready.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Storage`]: why the store refuses commits.
+    pub fn store_writable(&self) -> Result<(), Error> {
+        self.inner.store.writable().map_err(Error::Storage)
+    }
+
     /// Writes the audit record of a finished call. In fail-closed mode a
     /// sink failure turns the call's result into [`Error::Audit`].
     pub(crate) fn audit<T>(

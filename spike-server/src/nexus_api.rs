@@ -110,9 +110,13 @@ pub fn router(state: NexusState) -> Router {
     stack(api, metrics, Some(state.nexus))
 }
 
+/// Ready: unsealed, and the store takes writes (a redb store refuses them
+/// all after a failed commit, until Nexus restarts).
 async fn readyz(State(s): State<NexusState>) -> ApiResult {
     match s.nexus.status() {
-        Status::Unsealed => Ok(ok(&serde_json::json!({"status": "ready"}))),
+        Status::Unsealed if s.nexus.store_writable().is_ok() => {
+            Ok(ok(&serde_json::json!({"status": "ready"})))
+        }
         _ => Err(ApiError::not_ready()),
     }
 }

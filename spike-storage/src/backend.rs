@@ -215,6 +215,19 @@ pub trait BackingStore: Send + Sync + fmt::Debug {
     /// Apply the batch atomically and durably (fsync'd before the future
     /// resolves `Ok`). An empty batch is `Ok` and a no-op.
     fn commit<'a>(&'a self, batch: WriteBatch) -> StoreFuture<'a, ()>;
+
+    /// Whether commits can succeed, as far as the store knows without
+    /// trying one: `Err` (why) from a store that refuses every commit until
+    /// something outside it changes, such as a redb store after a failed
+    /// commit, until it is reopened. For readiness checks: cheap, never
+    /// waits for a commit in flight. The default knows of no such state.
+    ///
+    /// # Errors
+    ///
+    /// Why commits are refused.
+    fn writable(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 impl<S: BackingStore + ?Sized> BackingStore for Arc<S> {
@@ -235,6 +248,9 @@ impl<S: BackingStore + ?Sized> BackingStore for Arc<S> {
     fn commit<'a>(&'a self, batch: WriteBatch) -> StoreFuture<'a, ()> {
         (**self).commit(batch)
     }
+    fn writable(&self) -> Result<(), StorageError> {
+        (**self).writable()
+    }
 }
 
 impl<S: BackingStore + ?Sized> BackingStore for Box<S> {
@@ -254,6 +270,9 @@ impl<S: BackingStore + ?Sized> BackingStore for Box<S> {
     }
     fn commit<'a>(&'a self, batch: WriteBatch) -> StoreFuture<'a, ()> {
         (**self).commit(batch)
+    }
+    fn writable(&self) -> Result<(), StorageError> {
+        (**self).writable()
     }
 }
 

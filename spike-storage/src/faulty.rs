@@ -237,4 +237,13 @@ impl<S: BackingStore> BackingStore for FaultyStore<S> {
             }
         })
     }
+
+    /// `Err` while [`FaultController::set_unavailable`] holds, else the
+    /// inner store's answer.
+    fn writable(&self) -> Result<(), StorageError> {
+        if self.control.lock().unavailable {
+            return Err(self.unavailable("injected: unavailable"));
+        }
+        self.inner.writable()
+    }
 }

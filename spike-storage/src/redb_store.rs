@@ -8,6 +8,7 @@ use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -76,12 +77,18 @@ struct Inner {
     /// The log; `None` once a commit has failed. Held for the whole of a
     /// commit: commits are applied in log order.
     wal: Mutex<Option<Wal>>,
+    /// Set when `wal` becomes `None`: read without waiting for a commit in
+    /// flight (a checkpoint holds `wal` for as long as it takes).
+    failed: AtomicBool,
     /// Changed only by a commit (holding `wal`), read by `get` and `scan`.
     overlay: RwLock<Overlay>,
     name: Arc<str>,
     /// Counted by checkpoints (holding `wal`), read by
     /// [`RedbStore::checkpoint_stats`].
     checkpoints: Mutex<CheckpointStats>,
+    /// Tests: the next commit fails as an I/O error would, before writing.
+    #[cfg(test)]
+    fail_next_commit: AtomicBool,
 }
 
 /// What the checkpoints of a [`RedbStore`] have done since it was opened.
@@ -204,9 +211,12 @@ impl RedbStore {
             inner: Arc::new(Inner {
                 db,
                 wal: Mutex::new(Some(wal)),
+                failed: AtomicBool::new(false),
                 overlay: RwLock::new(Overlay::new()),
                 name,
                 checkpoints: Mutex::new(CheckpointStats::default()),
+                #[cfg(test)]
+                fail_next_commit: AtomicBool::new(false),
             }),
             path,
         })
@@ -296,6 +306,15 @@ impl BackingStore for RedbStore {
             }
             self.blocking(move |inner| inner.commit(batch)).await
         })
+    }
+
+    /// `Err` once a commit has failed: the store refuses commits until it
+    /// is reopened (see [`RedbStore`]).
+    fn writable(&self) -> Result<(), StorageError> {
+        if self.inner.failed.load(Ordering::Relaxed) || self.inner.wal.is_poisoned() {
+            return Err(self.inner.failed());
+        }
+        Ok(())
     }
 }
 
@@ -415,11 +434,16 @@ impl Inner {
         if result.is_err() {
             // The log and redb may now disagree with what is on disk.
             *wal = None;
+            self.failed.store(true, Ordering::Relaxed);
         }
         result
     }
 
     fn commit_through_log(&self, log: &mut Wal, batch: WriteBatch) -> Result<(), StorageError> {
+        #[cfg(test)]
+        if self.fail_next_commit.swap(false, Ordering::Relaxed) {
+            return Err(io_error(&self.name, std::io::Error::other("injected")));
+        }
         if log.fits(&batch) == Fit::AfterCheckpoint {
             self.checkpoint(log)?;
         }
@@ -600,5 +624,36 @@ fn map_err(name: &str, err: impl Into<redb::Error>) -> StorageError {
             store,
             source: Box::new(other),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_commit_makes_the_store_unwritable_until_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let mut first = WriteBatch::new();
+        first.put(b"k", b"v1".to_vec());
+        let mut second = WriteBatch::new();
+        second.put(b"k", b"v2".to_vec());
+        {
+            let store = RedbStore::open(&path).unwrap();
+            store.commit(first).await.unwrap();
+            store.writable().unwrap();
+            store.inner.fail_next_commit.store(true, Ordering::Relaxed);
+            assert!(store.commit(second.clone()).await.is_err());
+            let refused = store.writable().unwrap_err();
+            assert!(!refused.is_retryable(), "{refused}");
+            // Later commits are refused too, and nothing changed.
+            assert!(store.commit(second.clone()).await.is_err());
+            assert_eq!(store.get(b"k").await.unwrap().as_deref(), Some(&b"v1"[..]));
+        }
+        let store = RedbStore::open(&path).unwrap();
+        store.writable().unwrap();
+        store.commit(second).await.unwrap();
+        assert_eq!(store.get(b"k").await.unwrap().as_deref(), Some(&b"v2"[..]));
     }
 }

@@ -681,3 +681,29 @@ async fn metrics_count_requests_and_show_the_seal_state() {
     let text = String::from_utf8(send(&app, None, Method::GET, "/metrics", "").await.body).unwrap();
     assert!(text.contains("spike_nexus_sealed 1"), "{text}");
 }
+
+#[tokio::test]
+async fn readyz_is_not_ready_while_the_store_refuses_writes() {
+    let store = std::sync::Arc::new(spike_storage::FaultyStore::new(
+        spike_storage::MemoryStore::new(),
+    ));
+    let faults = store.controller();
+    let n = spike_core::Nexus::builder(store).open().await.unwrap();
+    n.init().await.unwrap();
+    let app = spike_server::nexus_api::router(spike_server::nexus_api::NexusState::new(n));
+    send(&app, None, Method::GET, "/readyz", "")
+        .await
+        .assert_ok();
+    faults.set_unavailable(true);
+    send(&app, None, Method::GET, "/readyz", "")
+        .await
+        .assert_err(503, "state_not_ready");
+    // Still alive: an orchestrator takes it out of rotation, not down.
+    send(&app, None, Method::GET, "/healthz", "")
+        .await
+        .assert_ok();
+    faults.set_unavailable(false);
+    send(&app, None, Method::GET, "/readyz", "")
+        .await
+        .assert_ok();
+}
