@@ -26,6 +26,9 @@ use crate::writer::{ManifestCodec, Writer};
 
 /// Records fetched per scan page at unseal.
 const LOAD_PAGE: usize = 16 * 1024;
+/// At most this many paths are reserved up front at unseal, from the
+/// manifest's record count.
+const MAX_RESERVED: u64 = 1 << 24;
 
 /// The init record: written once at init, rewritten when a rotation starts
 /// and ends. Not encrypted (the check value is not secret) but MACed under
@@ -571,45 +574,61 @@ pub(crate) struct Loaded {
     pub(crate) manifest: Manifest,
 }
 
-/// What decoding one page of secret records yields.
-struct DecodedPage {
+/// What decoding secret records yields.
+#[derive(Default)]
+struct Decoded {
     secrets: Vec<(SecretPath, Arc<Secret>)>,
     digest: [u8; 16],
+    count: u64,
 }
 
-/// Opens and decodes a page of secret records on up to `threads` threads.
-fn decode_secret_page(
-    entries: &[Entry],
-    keys: &Keys,
-    threads: usize,
-) -> Result<DecodedPage, Error> {
-    let chunk = entries.len().div_ceil(threads.max(1)).max(1);
-    let results: Vec<Result<DecodedPage, Error>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = entries
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || decode_secrets(part, keys)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(Error::Tampered {
-                        what: "decoder thread panicked".to_owned(),
-                    })
-                })
-            })
-            .collect()
-    });
-    let mut out = DecodedPage {
-        secrets: Vec::with_capacity(entries.len()),
-        digest: [0; 16],
-    };
-    for r in results {
-        let page = r?;
-        xor_into(&mut out.digest, &page.digest);
-        out.secrets.extend(page.secrets);
+/// The epoch keys that open records: clones of [`Keys`]' `Arc`s, for the
+/// decoder threads of [`load`].
+#[derive(Clone)]
+struct RecordKeys {
+    current: Arc<EpochKeys>,
+    previous: Option<Arc<EpochKeys>>,
+}
+
+impl RecordKeys {
+    fn of(keys: &Keys) -> Self {
+        Self {
+            current: Arc::clone(&keys.current),
+            previous: keys.previous.as_ref().map(|(_, k)| Arc::clone(k)),
+        }
     }
-    Ok(out)
+
+    fn for_epoch(&self, epoch: u32) -> Option<&EpochKeys> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.epoch == epoch)
+            .map(|k| &**k)
+    }
+}
+
+/// Decodes the pages it takes from `pages` until the scan ends, and
+/// hands each result to `decoded`: one of [`load`]'s decoder threads.
+fn decode_pages(
+    pages: &std::sync::Mutex<tokio::sync::mpsc::Receiver<Vec<Entry>>>,
+    keys: &RecordKeys,
+    decoded: &tokio::sync::mpsc::Sender<Decoded>,
+) -> Result<(), Error> {
+    loop {
+        // The lock is held while waiting: the other decoders wait for it
+        // instead, and each page still goes to whichever is free first.
+        let page = match pages.lock() {
+            Ok(mut rx) => rx.blocking_recv(),
+            Err(_) => None, // a decoder panicked; its join reports it
+        };
+        let Some(page) = page else {
+            return Ok(());
+        };
+        let mut out = Decoded::default();
+        decode_secrets(&page, keys, &mut out)?;
+        if decoded.blocking_send(out).is_err() {
+            return Ok(()); // the load gave up
+        }
+    }
 }
 
 /// `pairs` in key order (equal keys kept, so that the caller can refuse
@@ -632,11 +651,9 @@ fn sort_by_key<K: Ord + Send, V: Send>(mut pairs: Vec<(K, V)>, threads: usize) -
     pairs
 }
 
-fn decode_secrets(entries: &[Entry], keys: &Keys) -> Result<DecodedPage, Error> {
-    let mut out = DecodedPage {
-        secrets: Vec::with_capacity(entries.len()),
-        digest: [0; 16],
-    };
+/// Opens and decodes `entries` into `out`.
+fn decode_secrets(entries: &[Entry], keys: &RecordKeys, out: &mut Decoded) -> Result<(), Error> {
+    out.secrets.reserve(entries.len());
     // One plaintext buffer for the whole page: no allocation per record.
     let mut pt = Zeroizing::new(Vec::new());
     for entry in entries {
@@ -663,8 +680,9 @@ fn decode_secrets(entries: &[Entry], keys: &Keys) -> Result<DecodedPage, Error> 
             xor_into(&mut out.digest, &k.digest_share(&entry.key, &header));
         }
         out.secrets.push((path, Arc::new(secret)));
+        out.count += 1;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Reads every record: secrets (in parallel pages), policies, config and
@@ -675,10 +693,29 @@ async fn load(store: &dyn BackingStore, keys: Keys) -> Result<Loaded, Error> {
     let mut digest = [0u8; 16];
     let mut count: u64 = 0;
 
-    // The next page is scanned (on the store's own threads) while this one
-    // is decoded: the scan and the decoding overlap.
-    let mut secrets: Vec<(SecretPath, Arc<Secret>)> = Vec::new();
-    let (pages_tx, mut pages_rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(1);
+    // Read first for its count, which sizes the path table; checked last.
+    let manifest = match store.get(MANIFEST_KEY).await? {
+        Some(bytes) => open_manifest(&keys, &bytes)?,
+        None => Manifest::default(),
+    };
+
+    // The scan (a store's own threads do the reading) hands pages to
+    // `threads` decoder threads, each taking the next page as soon as it is
+    // free (no barrier per page: the cores stay busy), and this task
+    // gathers what they decode into one table, sized up front.
+    let (pages_tx, pages_rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(1);
+    let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::channel::<Decoded>(threads.max(1));
+    let pages_rx = Arc::new(std::sync::Mutex::new(pages_rx));
+    let decoders: Vec<_> = (0..threads.max(1))
+        .map(|_| {
+            let (pages, keys) = (Arc::clone(&pages_rx), RecordKeys::of(&keys));
+            let decoded = decoded_tx.clone();
+            tokio::task::spawn_blocking(move || decode_pages(&pages, &keys, &decoded))
+        })
+        .collect();
+    drop((pages_rx, decoded_tx));
+    // Owns `pages_tx`: once the scan ends, the decoders drain the channel
+    // and stop.
     let scan = async move {
         let mut after: Option<Vec<u8>> = None;
         loop {
@@ -690,26 +727,29 @@ async fn load(store: &dyn BackingStore, keys: Keys) -> Result<Loaded, Error> {
             };
             after = Some(last.key.clone());
             if pages_tx.send(page).await.is_err() {
-                // The decoder stopped (it failed): its error is reported.
+                // Every decoder stopped (they failed): their errors are
+                // reported.
                 return Ok(());
             }
         }
     };
-    let decode = async {
-        while let Some(page) = pages_rx.recv().await {
-            let decoded = if page.len() >= 256 {
-                decode_secret_page(&page, &keys, threads)?
-            } else {
-                decode_secrets(&page, &keys)?
-            };
-            xor_into(&mut digest, &decoded.digest);
-            count += page.len() as u64;
-            secrets.extend(decoded.secrets);
+    let reserve = usize::try_from(manifest.count.min(MAX_RESERVED)).unwrap_or(0);
+    let mut secrets: Vec<(SecretPath, Arc<Secret>)> = Vec::with_capacity(reserve);
+    let gather = async {
+        while let Some(d) = decoded_rx.recv().await {
+            xor_into(&mut digest, &d.digest);
+            count += d.count;
+            secrets.extend(d.secrets);
         }
-        Ok::<(), Error>(())
     };
-    let (scanned, decoded) = tokio::join!(scan, decode);
-    decoded?;
+    let (scanned, ()) = tokio::join!(scan, gather);
+    for decoder in decoders {
+        decoder.await.unwrap_or_else(|_| {
+            Err(Error::Tampered {
+                what: "a record decoder thread panicked".to_owned(),
+            })
+        })?;
+    }
     scanned?;
     let loaded = secrets.len();
     let secrets: BTreeMap<_, _> = sort_by_key(secrets, threads).into_iter().collect();
@@ -786,10 +826,6 @@ async fn load(store: &dyn BackingStore, keys: Keys) -> Result<Loaded, Error> {
         count += 1;
     }
 
-    let manifest = match store.get(MANIFEST_KEY).await? {
-        Some(bytes) => open_manifest(&keys, &bytes)?,
-        None => Manifest::default(),
-    };
     if manifest.digest != digest || manifest.count != count {
         return Err(Error::Tampered {
             what: format!(
