@@ -71,7 +71,7 @@ url=https://127.0.0.1:$nexus_port
 
 now_ns() { date +%s%N; }
 
-# start_dev LOG: starts dev in the background; sets dev_pid.
+# start_dev LOG: starts dev in the background; sets server_pid.
 start_dev() {
     "$bin/spike-server" dev --data-dir "$data" \
         --nexus-addr "127.0.0.1:$nexus_port" \
@@ -80,12 +80,12 @@ start_dev() {
             echo "${keepers[*]}"
         )" \
         --keeper-update-interval 1s >"$1" 2>&1 &
-    dev_pid=$!
-    pids=("$dev_pid")
+    server_pid=$!
+    pids=("$server_pid")
 }
 
 # start_nexus LOG: starts Nexus alone, as dev configured it, in the
-# background; sets dev_pid (the process the harness restarts).
+# background; sets server_pid (the process the harness restarts).
 start_nexus() {
     local peers
     peers=$(printf 'https://%s,' "${keepers[@]}")
@@ -94,16 +94,16 @@ start_nexus() {
         --keeper-update-interval 1s --audit-log "$data/audit.log" \
         --cert "$data/nexus/svid.pem" --key "$data/nexus/svid.key" \
         --bundle "$data/nexus/bundle.pem" >"$1" 2>&1 &
-    dev_pid=$!
-    pids=("$dev_pid")
+    server_pid=$!
+    pids=("$server_pid")
 }
 
 # wait_read LOG DEADLINE_S: polls a read of a secret until it succeeds.
 wait_read() {
     local until=$(($(now_ns) + $2 * 1000000000))
     until curl -sf --max-time 5 "${mtls[@]}" -o /dev/null "$url/v1/secret/data/restart/k0" 2>/dev/null; do
-        if ! kill -0 "$dev_pid" 2>/dev/null; then
-            echo "dev exited:" >&2
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            echo "the server exited:" >&2
             tail -30 "$1" >&2
             exit 1
         fi
@@ -117,10 +117,10 @@ wait_read() {
 
 # wait_log LOG PATTERN DEADLINE_S: waits (on inotify, through `tail -F`)
 # until a line of LOG contains PATTERN; fails after DEADLINE_S seconds or
-# if dev exits first.
+# if the server exits first.
 wait_log() {
     local fd tail_pid line found=1
-    exec {fd}< <(exec timeout "$3" tail -n +1 -F --pid="$dev_pid" "$1" 2>/dev/null)
+    exec {fd}< <(exec timeout "$3" tail -n +1 -F --pid="$server_pid" "$1" 2>/dev/null)
     tail_pid=$!
     while IFS= read -r line <&"$fd"; do
         if [[ $line == *"$2"* ]]; then
@@ -194,9 +194,9 @@ printf '%-4s %13s %13s %13s %14s\n' run listening_ms load_ms unsealed_ms first_r
 unsealed=()
 reads=()
 for r in $(seq 1 "$restarts"); do
-    kill -KILL "$dev_pid"
-    wait "$dev_pid" 2>/dev/null || true
-    log=$work/dev-$r.log
+    kill -KILL "$server_pid"
+    wait "$server_pid" 2>/dev/null || true
+    log=$work/nexus-$r.log
     t0=$(now_ns)
     start_nexus "$log"
     # Waiting on the log costs nothing; polling reads meanwhile would not:
