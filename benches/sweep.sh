@@ -8,6 +8,8 @@
 # target/spike-bench-cache/ (1M takes a minute or two the first time).
 #
 # Usage: benches/sweep.sh [SIZES...]   (default: 1000 10000 100000 1000000)
+#
+# Env: SPIKE_BIN_DIR skips the cargo build and takes cold_start from there.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,14 +19,19 @@ if ((${#sizes[@]} == 0)); then
     sizes=(1000 10000 100000 1000000)
 fi
 
-cargo build --quiet --release -p spike-benches --bin cold_start
+if [[ -n ${SPIKE_BIN_DIR:-} ]]; then
+    bin=$SPIKE_BIN_DIR
+else
+    cargo build --quiet --release -p spike-benches --bin cold_start
+    bin=target/release
+fi
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
 rows=()
 for n in "${sizes[@]}"; do
     echo "== $n secrets" >&2
-    line=$(target/release/cold_start --secrets "$n" --runs 3 --sweep | tee /dev/stderr | tail -n 1)
+    line=$("$bin/cold_start" --secrets "$n" --runs 3 --sweep | tee /dev/stderr | tail -n 1)
     rows+=("$(printf '%10s %12s %10s %12s %14s %9s' "$n" "$(field start_ms "$line")" \
         "$(field rss_mb "$line")" "$(field read_ns "$line")" "$(field writes_per_s "$line")" \
         "$(field checkpoint_ms "$line")")")
