@@ -131,9 +131,13 @@ for workload in read write; do
             if [[ $workload == write || $round -gt 1 ]]; then
                 extra=(--no-prefill)
             fi
+            # Shown on stderr once done (not `tee /dev/stderr`, which would
+            # truncate a log file that stdout and stderr share).
             # shellcheck disable=SC2046
-            line=$("$bin/loadgen" $(target_args "$t") "${common[@]}" "${extra[@]}" \
-                --workload "$workload" --label "$t" | tee /dev/stderr | tail -n 1)
+            out=$("$bin/loadgen" $(target_args "$t") "${common[@]}" "${extra[@]}" \
+                --workload "$workload" --label "$t")
+            printf '%s\n' "$out" >&2
+            line=$(tail -n 1 <<<"$out")
             errors=$(field errors "$line")
             if [[ $errors != 0 ]]; then
                 echo "$t $workload: $errors errors" >&2

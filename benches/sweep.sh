@@ -31,7 +31,11 @@ field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 rows=()
 for n in "${sizes[@]}"; do
     echo "== $n secrets" >&2
-    line=$("$bin/cold_start" --secrets "$n" --runs 3 --sweep | tee /dev/stderr | tail -n 1)
+    # Shown on stderr once done (not `tee /dev/stderr`, which would
+    # truncate a log file that stdout and stderr share).
+    out=$("$bin/cold_start" --secrets "$n" --runs 3 --sweep)
+    printf '%s\n' "$out" >&2
+    line=$(tail -n 1 <<<"$out")
     rows+=("$(printf '%10s %12s %10s %12s %14s %9s' "$n" "$(field start_ms "$line")" \
         "$(field rss_mb "$line")" "$(field read_ns "$line")" "$(field writes_per_s "$line")" \
         "$(field checkpoint_ms "$line")")")
