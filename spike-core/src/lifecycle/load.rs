@@ -13,7 +13,7 @@ use super::{hex8, open_manifest, tampered};
 use crate::cipher::StoredCipherKey;
 use crate::error::Error;
 use crate::keyring::{
-    CIPHER_KEY, CONFIG_KEY, EpochKeys, MANIFEST_KEY, PREFIX_POLICY, PREFIX_SECRET, xor_into,
+    CIPHER_KEY, CONFIG_KEY, MANIFEST_KEY, PREFIX_POLICY, PREFIX_SECRET, xor_into,
 };
 use crate::nexus::{Keys, StoredConfig};
 use crate::path::SecretPath;
@@ -42,38 +42,13 @@ pub(crate) struct Loaded {
 struct Decoded {
     secrets: Vec<(SecretPath, Arc<Secret>)>,
     digest: [u8; 16],
-    count: u64,
-}
-
-/// The epoch keys that open records: clones of [`Keys`]' `Arc`s, for the
-/// decoder threads of [`load`].
-#[derive(Clone)]
-struct RecordKeys {
-    current: Arc<EpochKeys>,
-    previous: Option<Arc<EpochKeys>>,
-}
-
-impl RecordKeys {
-    fn of(keys: &Keys) -> Self {
-        Self {
-            current: Arc::clone(&keys.current),
-            previous: keys.previous.as_ref().map(|(_, k)| Arc::clone(k)),
-        }
-    }
-
-    fn for_epoch(&self, epoch: u32) -> Option<&EpochKeys> {
-        std::iter::once(&self.current)
-            .chain(&self.previous)
-            .find(|k| k.epoch == epoch)
-            .map(|k| &**k)
-    }
 }
 
 /// Decodes the pages it takes from `pages` until the scan ends, and
 /// hands each result to `decoded`: one of [`load`]'s decoder threads.
 fn decode_pages(
     pages: &std::sync::Mutex<tokio::sync::mpsc::Receiver<Vec<Entry>>>,
-    keys: &RecordKeys,
+    keys: &Keys,
     decoded: &tokio::sync::mpsc::Sender<Decoded>,
 ) -> Result<(), Error> {
     loop {
@@ -115,7 +90,7 @@ fn sort_by_key<K: Ord + Send, V: Send>(mut pairs: Vec<(K, V)>, threads: usize) -
 }
 
 /// Opens and decodes `entries` into `out`.
-fn decode_secrets(entries: &[Entry], keys: &RecordKeys, out: &mut Decoded) -> Result<(), Error> {
+fn decode_secrets(entries: &[Entry], keys: &Keys, out: &mut Decoded) -> Result<(), Error> {
     out.secrets.reserve(entries.len());
     // One plaintext buffer for the whole page: no allocation per record.
     let mut pt = Zeroizing::new(Vec::new());
@@ -143,7 +118,6 @@ fn decode_secrets(entries: &[Entry], keys: &RecordKeys, out: &mut Decoded) -> Re
             xor_into(&mut out.digest, &k.digest_share(&entry.key, &header));
         }
         out.secrets.push((path, Arc::new(secret)));
-        out.count += 1;
     }
     Ok(())
 }
@@ -154,7 +128,6 @@ pub(super) async fn load(store: &dyn BackingStore, keys: Keys) -> Result<Loaded,
     let started = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut digest = [0u8; 16];
-    let mut count: u64 = 0;
 
     // Read first for its count, which sizes the path table; checked last.
     let manifest = match store.get(MANIFEST_KEY).await? {
@@ -165,13 +138,15 @@ pub(super) async fn load(store: &dyn BackingStore, keys: Keys) -> Result<Loaded,
     // The scan (a store's own threads do the reading) hands pages to
     // `threads` decoder threads, each taking the next page as soon as it is
     // free (no barrier per page: the cores stay busy), and this task
-    // gathers what they decode into one table, sized up front.
+    // gathers what they decode into one table, sized up front. The
+    // decoders share the keys until they end.
+    let keys = Arc::new(keys);
     let (pages_tx, pages_rx) = tokio::sync::mpsc::channel::<Vec<Entry>>(1);
-    let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::channel::<Decoded>(threads.max(1));
+    let (decoded_tx, mut decoded_rx) = tokio::sync::mpsc::channel::<Decoded>(threads);
     let pages_rx = Arc::new(std::sync::Mutex::new(pages_rx));
-    let decoders: Vec<_> = (0..threads.max(1))
+    let decoders: Vec<_> = (0..threads)
         .map(|_| {
-            let (pages, keys) = (Arc::clone(&pages_rx), RecordKeys::of(&keys));
+            let (pages, keys) = (Arc::clone(&pages_rx), Arc::clone(&keys));
             let decoded = decoded_tx.clone();
             tokio::task::spawn_blocking(move || decode_pages(&pages, &keys, &decoded))
         })
@@ -201,7 +176,6 @@ pub(super) async fn load(store: &dyn BackingStore, keys: Keys) -> Result<Loaded,
     let gather = async {
         while let Some(d) = decoded_rx.recv().await {
             xor_into(&mut digest, &d.digest);
-            count += d.count;
             secrets.extend(d.secrets);
         }
     };
@@ -214,7 +188,13 @@ pub(super) async fn load(store: &dyn BackingStore, keys: Keys) -> Result<Loaded,
         })?;
     }
     scanned?;
+    #[allow(
+        clippy::expect_used,
+        reason = "each decoder's clone of the keys went with it, and every decoder has ended"
+    )]
+    let keys = Arc::into_inner(keys).expect("the decoders have ended");
     let loaded = secrets.len();
+    let mut count = loaded as u64;
     let secrets: BTreeMap<_, _> = sort_by_key(secrets, threads).into_iter().collect();
     // The map keeps one record per path: fewer entries than records means
     // two records claim the same path. (Counting beats a pass comparing
