@@ -141,13 +141,32 @@ pub fn seal(
     plaintext: &[u8],
 ) -> Result<Vec<u8>, spike_crypto::CryptoError> {
     let h = header.encode();
-    let mut aad = Vec::with_capacity(HEADER_LEN + storage_key.len());
-    aad.extend_from_slice(&h);
-    aad.extend_from_slice(storage_key);
     let mut out = Vec::with_capacity(HEADER_LEN + 28 + plaintext.len());
     out.extend_from_slice(&h);
-    cipher.seal_into(&aad, plaintext, &mut out)?;
+    with_aad(&h, storage_key, |aad| {
+        cipher.seal_into(aad, plaintext, &mut out)
+    })?;
     Ok(out)
+}
+
+/// Calls `f` with a record's AAD: its header bytes, then its storage key.
+/// On the stack for a storage key of the usual length (a prefix byte and a
+/// 32-byte hash), so that sealing and opening allocate nothing for it.
+fn with_aad<T>(header: &[u8], storage_key: &[u8], f: impl FnOnce(&[u8]) -> T) -> T {
+    const INLINE: usize = HEADER_LEN + 64;
+    let len = header.len() + storage_key.len();
+    let mut inline = [0u8; INLINE];
+    let mut heap = Vec::new();
+    let aad: &mut [u8] = if len <= INLINE {
+        &mut inline[..len]
+    } else {
+        heap.resize(len, 0);
+        &mut heap
+    };
+    let (head, key) = aad.split_at_mut(header.len());
+    head.copy_from_slice(header);
+    key.copy_from_slice(storage_key);
+    f(aad)
 }
 
 /// Opens a record read from `storage_key`, with the cipher of its epoch.
@@ -169,25 +188,13 @@ pub fn open_into<'c>(
     record: &[u8],
     plaintext: &mut Zeroizing<Vec<u8>>,
 ) -> Result<Header, RecordError> {
-    /// Room for the header and a storage key of the usual length (a
-    /// prefix byte and a 32-byte hash) without a heap allocation.
-    const INLINE_AAD: usize = HEADER_LEN + 64;
     let header = Header::decode(record)?;
     let cipher = cipher_for_epoch(header.epoch).ok_or(RecordError::UnknownEpoch(header.epoch))?;
-    let aad_len = HEADER_LEN + storage_key.len();
-    let mut inline = [0u8; INLINE_AAD];
-    let mut heap = Vec::new();
-    let aad: &mut [u8] = if aad_len <= INLINE_AAD {
-        &mut inline[..aad_len]
-    } else {
-        heap.resize(aad_len, 0);
-        &mut heap
-    };
-    aad[..HEADER_LEN].copy_from_slice(&record[..HEADER_LEN]);
-    aad[HEADER_LEN..].copy_from_slice(storage_key);
-    cipher
-        .open_into(aad, &record[HEADER_LEN..], plaintext)
-        .map_err(|_| RecordError::Authentication)?;
+    let (stored_header, sealed) = record.split_at(HEADER_LEN);
+    with_aad(stored_header, storage_key, |aad| {
+        cipher.open_into(aad, sealed, plaintext)
+    })
+    .map_err(|_| RecordError::Authentication)?;
     Ok(header)
 }
 
@@ -605,7 +612,7 @@ mod tests {
     }
 
     /// The AAD is built on the stack up to 64 key bytes and on the heap
-    /// beyond: both bind the whole key.
+    /// beyond: both bind the whole key, sealing and opening alike.
     #[test]
     fn storage_keys_of_any_length_are_bound() {
         let c = cipher(1);
