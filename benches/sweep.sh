@@ -36,12 +36,12 @@ for n in "${sizes[@]}"; do
     out=$("$bin/cold_start" --secrets "$n" --runs 3 --sweep)
     printf '%s\n' "$out" >&2
     line=$(tail -n 1 <<<"$out")
-    rows+=("$(printf '%10s %12s %10s %12s %14s %9s' "$n" "$(field start_ms "$line")" \
+    rows+=("$(printf '%10s %12s %10s %12s %14s %9s %9s' "$n" "$(field start_ms "$line")" \
         "$(field rss_mb "$line")" "$(field read_ns "$line")" "$(field writes_per_s "$line")" \
-        "$(field checkpoint_ms "$line")")")
+        "$(field checkpoint_ms "$line")" "$(field checkpoint_wait_ms "$line")")")
 done
 
 echo
 echo "scale sweep, $(nproc) cores, 1,000 policies, 150 B values"
-printf '%10s %12s %10s %12s %14s %9s\n' secrets "start ms" "RSS MB" "read ns p50" "writes/s" "ckpt ms"
+printf '%10s %12s %10s %12s %14s %9s %9s\n' secrets "start ms" "RSS MB" "read ns p50" "writes/s" "ckpt ms" "wait ms"
 printf '%s\n' "${rows[@]}"

@@ -55,6 +55,7 @@ pub struct Metrics {
     checkpoints: Counter,
     checkpoint_keys: Counter,
     checkpoint_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    checkpoint_wait_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
     routes: &'static [&'static str],
 }
 
@@ -106,9 +107,10 @@ impl Metrics {
         let checkpoints = Counter::default();
         let checkpoint_keys = Counter::default();
         let checkpoint_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        let checkpoint_wait_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         registry.register(
             "spike_store_checkpoints",
-            "Checkpoints of the redb store; commits wait while one runs (Nexus)",
+            "Checkpoints of the redb store, run in the background (Nexus)",
             checkpoints.clone(),
         );
         registry.register(
@@ -118,8 +120,13 @@ impl Metrics {
         );
         registry.register(
             "spike_store_checkpoint_seconds",
-            "Time spent in those checkpoints: time commits waited (Nexus)",
+            "Time spent in those checkpoints (Nexus)",
             checkpoint_seconds.clone(),
+        );
+        registry.register(
+            "spike_store_checkpoint_wait_seconds",
+            "Time commits waited for checkpoints to finish (Nexus)",
+            checkpoint_wait_seconds.clone(),
         );
         Self {
             registry: Mutex::new(registry),
@@ -132,6 +139,7 @@ impl Metrics {
             checkpoints,
             checkpoint_keys,
             checkpoint_seconds,
+            checkpoint_wait_seconds,
             routes,
         }
     }
@@ -183,6 +191,7 @@ impl Metrics {
         catch_up(&self.checkpoints, stats.count);
         catch_up(&self.checkpoint_keys, stats.keys);
         catch_up_seconds(&self.checkpoint_seconds, stats.time);
+        catch_up_seconds(&self.checkpoint_wait_seconds, stats.waited);
     }
 
     /// Sets the state gauge.

@@ -35,18 +35,21 @@ const REDB_MAX_VALUE: usize = 3 * 1024 * 1024 * 1024;
 const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// A store in a redb file (`spike.redb`, say) and its write-ahead log
-/// beside it (`spike.redb-wal`).
+/// beside it (`spike.redb-wal` and `spike.redb-wal2`).
 ///
 /// A commit is durable before it resolves: its batch is appended to the
 /// log with one synchronous direct write (`O_DIRECT | O_DSYNC` on Linux;
 /// elsewhere, or where the file system refuses direct I/O, a write and an
 /// `fdatasync`), then merged into an in-memory overlay of the keys
 /// written since the last checkpoint, which `get` and `scan` consult before
-/// redb. A checkpoint (every thousand commits or so, when the log is full,
-/// and when the store is dropped) writes the overlay to redb in one durable
-/// commit, which makes the log's frames redundant; a store opened after a
-/// crash replays them. The log's format and recovery rules are documented in
-/// `redb_store/wal.rs`. The two files are one store: keep them together,
+/// redb. A checkpoint (every thousand commits or so, or when a log file is
+/// full) writes the overlay to redb in one durable commit, which makes the
+/// log's frames redundant; a store opened after a crash replays them.
+/// Checkpoints run on a thread of their own while commits go on into the
+/// log's other file; commits wait for one only if that file fills first.
+/// Dropping the store waits for a running checkpoint and makes a last one.
+/// The log's format and recovery rules are documented in
+/// `redb_store/wal.rs`. The three files are one store: keep them together,
 /// and copy them only while no process has the store open.
 ///
 /// redb is synchronous, so commits and scans called inside a tokio runtime
@@ -67,42 +70,66 @@ pub struct RedbStore {
     path: PathBuf,
 }
 
-/// The keys written since the last checkpoint: their value, or `None` if
+/// Keys written since a checkpoint began: their value, or `None` if
 /// deleted.
 type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// What reads consult before redb.
+#[derive(Default)]
+struct Overlays {
+    /// Written since the last checkpoint began.
+    active: Overlay,
+    /// What a checkpoint running in the background is writing to redb;
+    /// `active` wins over it. Dropped once redb durably holds it.
+    frozen: Option<Arc<Overlay>>,
+}
+
 /// What the blocking-pool closures share.
 struct Inner {
-    db: Database,
+    db: Arc<Database>,
     /// The log; `None` once a commit has failed. Held for the whole of a
     /// commit: commits are applied in log order.
     wal: Mutex<Option<Wal>>,
-    /// Set when `wal` becomes `None`: read without waiting for a commit in
-    /// flight (a checkpoint holds `wal` for as long as it takes).
-    failed: AtomicBool,
-    /// Changed only by a commit (holding `wal`), read by `get` and `scan`.
-    overlay: RwLock<Overlay>,
+    /// The checkpoint running in the background, if any: started, waited
+    /// for and taken only while holding `wal`.
+    running: Mutex<Option<std::thread::JoinHandle<Result<(), StorageError>>>>,
+    /// Set when `wal` becomes `None`, or a background checkpoint fails:
+    /// read without waiting for a commit in flight.
+    failed: Arc<AtomicBool>,
+    /// Changed by commits (holding `wal`) and by the background checkpoint
+    /// once done; read by `get` and `scan`.
+    overlay: Arc<RwLock<Overlays>>,
     name: Arc<str>,
-    /// Counted by checkpoints (holding `wal`), read by
-    /// [`RedbStore::checkpoint_stats`].
-    checkpoints: Mutex<CheckpointStats>,
+    /// Counted by checkpoints, read by [`RedbStore::checkpoint_stats`].
+    checkpoints: Arc<Mutex<CheckpointStats>>,
     /// Tests: the next commit fails as an I/O error would, before writing.
     #[cfg(test)]
     fail_next_commit: AtomicBool,
+    /// Tests: a background checkpoint waits for this lock before it writes.
+    #[cfg(test)]
+    checkpoint_gate: Arc<Mutex<()>>,
+    /// Tests: the next background checkpoint fails as an I/O error would,
+    /// before writing.
+    #[cfg(test)]
+    fail_next_checkpoint: AtomicBool,
 }
 
 /// What the checkpoints of a [`RedbStore`] have done since it was opened.
-/// Commits wait while a checkpoint runs, and its cost grows with the keys
-/// it writes (random places in redb's B-tree): this is how an operator or
-/// a benchmark sees that wait.
+/// A checkpoint's cost grows with the keys it writes (random places in
+/// redb's B-tree). It runs in the background, but commits wait for it when
+/// the log's other file fills first, and when a batch larger than a log
+/// file commits straight to redb: `waited` is how an operator or a
+/// benchmark sees that.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CheckpointStats {
-    /// Checkpoints run.
+    /// Checkpoints finished.
     pub count: u64,
     /// Keys they wrote to redb, all together.
     pub keys: u64,
-    /// Their time, all together: time that commits waited.
+    /// Their time, all together.
     pub time: Duration,
+    /// Time that commits waited for checkpoints, all together.
+    pub waited: Duration,
 }
 
 /// How [`RedbStore::open_with`] sets a store up.
@@ -122,10 +149,11 @@ impl Default for RedbOptions {
 }
 
 impl RedbOptions {
-    /// The most bytes the write-ahead log holds between two checkpoints
+    /// The most bytes each of the write-ahead log's two files holds
     /// (default 16 MiB; at most 4 GiB). A batch larger than that commits
-    /// to redb durably, without the log. The log file grows to this size
-    /// in steps and is reused; a crash costs a replay of at most this much.
+    /// to redb durably, without the log. The files grow to this size in
+    /// steps and are reused; a crash costs a replay of at most twice this
+    /// much.
     pub fn log_capacity(mut self, bytes: u64) -> Self {
         self.log_capacity = bytes;
         self
@@ -182,18 +210,18 @@ impl RedbStore {
         };
         txn.commit().map_err(|e| map_err(&name, e))?;
 
-        let mut wal_path = path.clone().into_os_string();
-        wal_path.push("-wal");
-        let (mut wal_file, wal_created) = open_private(Path::new(&wal_path)).map_err(io)?;
+        let wal_paths = [log_path(&path, "-wal"), log_path(&path, "-wal2")];
+        let (mut first, first_created) = open_private(&wal_paths[0]).map_err(io)?;
+        let (mut second, second_created) = open_private(&wal_paths[1]).map_err(io)?;
 
         // A new file's directory entry must be durable too, or a crash can
         // lose the whole file with every commit in it.
-        if created || wal_created {
+        if created || first_created || second_created {
             sync_parent_dir(&path).map_err(io)?;
         }
 
         // Replay what the log holds beyond redb's last durable commit.
-        let batches = wal::read_frames_after(&mut wal_file, applied).map_err(io)?;
+        let batches = wal::read_frames_after([&mut first, &mut second], applied).map_err(io)?;
         let mut next_seq = applied + 1;
         if !batches.is_empty() {
             let last = applied + batches.len() as u64;
@@ -202,21 +230,29 @@ impl RedbStore {
             next_seq = last + 1;
         }
         // The log's frames are all in redb now: it is written again from
-        // offset 0.
-        let log_file =
-            wal::LogFile::open(wal_file, Path::new(&wal_path), options.buffered_log).map_err(io)?;
-        let wal = Wal::new(log_file, options.log_capacity, next_seq).map_err(io)?;
+        // offset 0 of its first file.
+        let buffered = options.buffered_log;
+        let files = [
+            wal::LogFile::open(first, &wal_paths[0], buffered).map_err(io)?,
+            wal::LogFile::open(second, &wal_paths[1], buffered).map_err(io)?,
+        ];
+        let wal = Wal::new(files, options.log_capacity, next_seq).map_err(io)?;
 
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
+                db: Arc::new(db),
                 wal: Mutex::new(Some(wal)),
-                failed: AtomicBool::new(false),
-                overlay: RwLock::new(Overlay::new()),
+                running: Mutex::new(None),
+                failed: Arc::new(AtomicBool::new(false)),
+                overlay: Arc::new(RwLock::new(Overlays::default())),
                 name,
-                checkpoints: Mutex::new(CheckpointStats::default()),
+                checkpoints: Arc::new(Mutex::new(CheckpointStats::default())),
                 #[cfg(test)]
                 fail_next_commit: AtomicBool::new(false),
+                #[cfg(test)]
+                checkpoint_gate: Arc::new(Mutex::new(())),
+                #[cfg(test)]
+                fail_next_checkpoint: AtomicBool::new(false),
             }),
             path,
         })
@@ -234,6 +270,18 @@ impl RedbStore {
             .checkpoints
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for the checkpoint running in the background, if any, and
+    /// returns its outcome. Benchmarks and tests use it to measure or copy
+    /// a store whose files are at rest.
+    pub fn wait_for_checkpoint(&self) -> Result<(), StorageError> {
+        let mut wal = self.inner.wal.lock().map_err(|_| self.inner.failed())?;
+        let waited = self.inner.wait_for_checkpoint();
+        if waited.is_err() {
+            *wal = None;
+        }
+        waited
     }
 
     /// Run `f` on the blocking pool when inside a tokio runtime, else (or
@@ -334,9 +382,19 @@ fn sync_parent_dir(_path: &Path) -> std::io::Result<()> {
 
 impl Inner {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        if let Some(value) = self.read_overlay()?.get(key) {
-            return Ok(value.clone());
+        {
+            let overlays = self.read_overlay()?;
+            let frozen = overlays.frozen.as_deref();
+            if let Some(value) = overlays
+                .active
+                .get(key)
+                .or_else(|| frozen.and_then(|f| f.get(key)))
+            {
+                return Ok(value.clone());
+            }
         }
+        // A checkpoint that finishes meanwhile drops its overlay only once
+        // redb holds it.
         let name = &*self.name;
         let txn = self.db.begin_read().map_err(|e| map_err(name, e))?;
         let table = match txn.open_table(TABLE) {
@@ -348,9 +406,10 @@ impl Inner {
         Ok(value.map(|v| v.value().to_vec()))
     }
 
-    /// redb's entries merged with the overlay's, which win (a `None` hides
-    /// the key). The overlay stays read-locked throughout, so a checkpoint
-    /// cannot move entries from it to redb halfway.
+    /// redb's entries merged with the overlays', which win (a `None` hides
+    /// the key). The overlays stay read-locked throughout, so a checkpoint
+    /// cannot drop the one it wrote halfway: what redb's snapshot lacks,
+    /// the overlays hold.
     fn scan(
         &self,
         prefix: &[u8],
@@ -361,10 +420,8 @@ impl Inner {
             return Ok(Vec::new());
         };
         let name = &*self.name;
-        let overlay = self.read_overlay()?;
-        let mut changed = overlay
-            .range::<[u8], (Bound<&[u8]>, Bound<&[u8]>)>(bounds.range())
-            .peekable();
+        let overlays = self.read_overlay()?;
+        let mut changed = Changes::new(&overlays, &bounds).peekable();
         let txn = self.db.begin_read().map_err(|e| map_err(name, e))?;
         let table = match txn.open_table(TABLE) {
             Ok(table) => Some(table),
@@ -420,8 +477,12 @@ impl Inner {
         Ok(page)
     }
 
-    fn read_overlay(&self) -> Result<std::sync::RwLockReadGuard<'_, Overlay>, StorageError> {
+    fn read_overlay(&self) -> Result<std::sync::RwLockReadGuard<'_, Overlays>, StorageError> {
         self.overlay.read().map_err(|_| self.failed())
+    }
+
+    fn write_overlay(&self) -> Result<std::sync::RwLockWriteGuard<'_, Overlays>, StorageError> {
+        self.overlay.write().map_err(|_| self.failed())
     }
 
     /// Make `batch` durable and visible; see [`RedbStore`].
@@ -430,6 +491,11 @@ impl Inner {
         let Some(log) = wal.as_mut() else {
             return Err(self.failed());
         };
+        // A background checkpoint failed: redb's state on disk is unknown.
+        if self.failed.load(Ordering::Relaxed) {
+            *wal = None;
+            return Err(self.failed());
+        }
         let result = self.commit_through_log(log, batch);
         if result.is_err() {
             // The log and redb may now disagree with what is on disk.
@@ -445,37 +511,106 @@ impl Inner {
             return Err(io_error(&self.name, std::io::Error::other("injected")));
         }
         if log.fits(&batch) == Fit::AfterCheckpoint {
-            self.checkpoint(log)?;
+            self.start_checkpoint(log)?;
         }
         if log.fits(&batch) == Fit::Now {
             log.append(&batch).map_err(|e| io_error(&self.name, e))?;
             // The batch's keys and values move into the overlay, uncopied.
-            let mut overlay = self.overlay.write().map_err(|_| self.failed())?;
+            let mut overlays = self.write_overlay()?;
             for op in batch.into_ops() {
                 match op {
-                    WriteOp::Put { key, value } => overlay.insert(key, Some(value)),
-                    WriteOp::Delete { key } => overlay.insert(key, None),
+                    WriteOp::Put { key, value } => overlays.active.insert(key, Some(value)),
+                    WriteOp::Delete { key } => overlays.active.insert(key, None),
                 };
             }
-            drop(overlay);
+            drop(overlays);
             if log.checkpoint_due() {
-                self.checkpoint(log)?;
+                self.start_checkpoint(log)?;
             }
         } else {
-            // Larger than the whole log: straight to redb, in the same
-            // durable commit as the overlay (which it follows).
+            // Larger than a log file: straight to redb, in the same durable
+            // commit as the overlay (which it follows).
+            self.wait_for_checkpoint()?;
             let seq = log.assign_seq();
-            self.write_overlay_to_redb(log, batch.ops(), seq)?;
+            self.checkpoint_now(log, batch.ops(), seq)?;
         }
         Ok(())
     }
 
-    /// Writes the overlay to redb in one durable commit; the log starts
-    /// again.
-    fn checkpoint(&self, log: &mut Wal) -> Result<(), StorageError> {
+    /// Begins a checkpoint of every frame so far, in the background: the
+    /// active overlay is frozen for it, and frames go on into the log's
+    /// other file. Waits first for the checkpoint before, which covers
+    /// that file's frames. The caller holds `wal`.
+    fn start_checkpoint(&self, log: &mut Wal) -> Result<(), StorageError> {
+        self.wait_for_checkpoint()?;
         let through = log.last_seq();
+        let frozen = {
+            let mut overlays = self.write_overlay()?;
+            let frozen = Arc::new(std::mem::take(&mut overlays.active));
+            overlays.frozen = Some(Arc::clone(&frozen));
+            frozen
+        };
+        log.switch();
+        let job = Checkpoint {
+            db: Arc::clone(&self.db),
+            name: Arc::clone(&self.name),
+            overlay: Arc::clone(&self.overlay),
+            failed: Arc::clone(&self.failed),
+            stats: Arc::clone(&self.checkpoints),
+            #[cfg(test)]
+            gate: Arc::clone(&self.checkpoint_gate),
+            #[cfg(test)]
+            fail: self.fail_next_checkpoint.swap(false, Ordering::Relaxed),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("spike-checkpoint".to_owned())
+            .spawn(move || job.run(&frozen, through));
+        let handle = spawned.map_err(|e| io_error(&self.name, e))?;
+        *self.running.lock().map_err(|_| self.failed())? = Some(handle);
+        Ok(())
+    }
+
+    /// Waits for the checkpoint running in the background, if any; its
+    /// error, if it failed. The caller holds `wal`.
+    fn wait_for_checkpoint(&self) -> Result<(), StorageError> {
+        let running = self.running.lock().map_err(|_| self.failed())?.take();
+        let Some(handle) = running else {
+            return Ok(());
+        };
         let started = Instant::now();
-        let keys = self.write_overlay_to_redb(log, &[], through)?;
+        let outcome = handle.join().unwrap_or_else(|_| Err(self.failed()));
+        let mut stats = self
+            .checkpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        stats.waited += started.elapsed();
+        outcome
+    }
+
+    /// Writes the overlay, then `more`, to redb in one durable commit that
+    /// holds every log frame up to `through`; empties the overlay and
+    /// starts the log's current file again. No checkpoint runs (the caller
+    /// waited for it and holds `wal`, so no commit changes the overlay
+    /// meanwhile), and readers find each entry in the overlay or in redb.
+    fn checkpoint_now(
+        &self,
+        log: &mut Wal,
+        more: &[WriteOp],
+        through: u64,
+    ) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let keys = {
+            let overlays = self.read_overlay()?;
+            let ops = overlays
+                .active
+                .iter()
+                .map(|(key, value)| (key.as_slice(), value.as_deref()))
+                .chain(more.iter().map(op_parts));
+            apply(&self.db, &self.name, ops, through)?;
+            overlays.active.len() as u64
+        };
+        self.write_overlay()?.active.clear();
+        log.restart();
         let mut stats = self
             .checkpoints
             .lock()
@@ -483,32 +618,8 @@ impl Inner {
         stats.count += 1;
         stats.keys += keys;
         stats.time += started.elapsed();
+        stats.waited += started.elapsed();
         Ok(())
-    }
-
-    /// Writes the overlay, then `more`, to redb in one durable commit that
-    /// holds every log frame up to `through`; empties the overlay and
-    /// starts the log again. Returns how many keys the overlay held. The
-    /// caller holds `wal`, so no commit changes the overlay meanwhile, and
-    /// readers find each entry in the overlay or in redb.
-    fn write_overlay_to_redb(
-        &self,
-        log: &mut Wal,
-        more: &[WriteOp],
-        through: u64,
-    ) -> Result<u64, StorageError> {
-        let keys = {
-            let overlay = self.read_overlay()?;
-            let ops = overlay
-                .iter()
-                .map(|(key, value)| (key.as_slice(), value.as_deref()))
-                .chain(more.iter().map(op_parts));
-            apply(&self.db, &self.name, ops, through)?;
-            overlay.len() as u64
-        };
-        self.overlay.write().map_err(|_| self.failed())?.clear();
-        log.restart();
-        Ok(keys)
     }
 
     fn failed(&self) -> StorageError {
@@ -519,18 +630,120 @@ impl Inner {
     }
 }
 
+/// A checkpoint run in the background, and what it needs of the store.
+struct Checkpoint {
+    db: Arc<Database>,
+    name: Arc<str>,
+    overlay: Arc<RwLock<Overlays>>,
+    failed: Arc<AtomicBool>,
+    stats: Arc<Mutex<CheckpointStats>>,
+    #[cfg(test)]
+    gate: Arc<Mutex<()>>,
+    #[cfg(test)]
+    fail: bool,
+}
+
+impl Checkpoint {
+    /// Writes `frozen` to redb in one durable commit that holds every log
+    /// frame up to `through`, then drops it from the overlays. On failure
+    /// the overlay stays (reads still find it) and the store refuses
+    /// commits from then on.
+    fn run(self, frozen: &Overlay, through: u64) -> Result<(), StorageError> {
+        #[cfg(test)]
+        drop(self.gate.lock());
+        let started = Instant::now();
+        let ops = frozen
+            .iter()
+            .map(|(key, value)| (key.as_slice(), value.as_deref()));
+        #[cfg(test)]
+        let applied = if self.fail {
+            Err(io_error(&self.name, std::io::Error::other("injected")))
+        } else {
+            apply(&self.db, &self.name, ops, through)
+        };
+        #[cfg(not(test))]
+        let applied = apply(&self.db, &self.name, ops, through);
+        if let Err(e) = applied {
+            self.failed.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        match self.overlay.write() {
+            Ok(mut overlays) => overlays.frozen = None,
+            Err(_) => self.failed.store(true, Ordering::Relaxed),
+        }
+        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        stats.count += 1;
+        stats.keys += frozen.len() as u64;
+        stats.time += started.elapsed();
+        Ok(())
+    }
+}
+
+/// The overlays' entries in a scan's bounds, in key order: the active
+/// overlay's, and the frozen one's where the active has no entry.
+struct Changes<'a> {
+    active: OverlayRange<'a>,
+    frozen: Option<OverlayRange<'a>>,
+}
+
+/// An overlay's entries in a scan's bounds.
+type OverlayRange<'a> =
+    std::iter::Peekable<std::collections::btree_map::Range<'a, Vec<u8>, Option<Vec<u8>>>>;
+
+impl<'a> Changes<'a> {
+    fn new(overlays: &'a Overlays, bounds: &'a crate::backend::ScanBounds<'_>) -> Self {
+        let range = |o: &'a Overlay| {
+            o.range::<[u8], (Bound<&[u8]>, Bound<&[u8]>)>(bounds.range())
+                .peekable()
+        };
+        Self {
+            active: range(&overlays.active),
+            frozen: overlays.frozen.as_deref().map(range),
+        }
+    }
+}
+
+impl<'a> Iterator for Changes<'a> {
+    type Item = (&'a Vec<u8>, &'a Option<Vec<u8>>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let Some(frozen) = self.frozen.as_mut() else {
+            return self.active.next();
+        };
+        match (self.active.peek(), frozen.peek()) {
+            (Some((a, _)), Some((f, _))) if a == f => {
+                frozen.next(); // the active overlay's entry is newer
+                self.active.next()
+            }
+            (Some((a, _)), Some((f, _))) if f < a => frozen.next(),
+            (Some(_), _) => self.active.next(),
+            (None, _) => frozen.next(),
+        }
+    }
+}
+
 impl Drop for Inner {
-    /// Checkpoint, so that the next open has nothing to replay and the
-    /// database file alone holds every commit.
+    /// Waits for a running checkpoint, then checkpoints what is left, so
+    /// that the next open has nothing to replay and the database file alone
+    /// holds every commit.
     fn drop(&mut self) {
         if let Ok(mut wal) = self.wal.lock()
             && let Some(log) = wal.as_mut()
+            && self.wait_for_checkpoint().is_ok()
             && log.has_frames()
         {
             // Best effort: on failure the next open replays the log.
-            let _ = self.checkpoint(log);
+            let through = log.last_seq();
+            let _ = self.checkpoint_now(log, &[], through);
         }
     }
+}
+
+/// The path of one of the log's files: the database's path and `suffix`.
+fn log_path(path: &Path, suffix: &str) -> PathBuf {
+    let mut log = path.as_os_str().to_owned();
+    log.push(suffix);
+    PathBuf::from(log)
 }
 
 /// An op as (key, value to put or `None` to delete).
@@ -630,6 +843,119 @@ fn map_err(name: &str, err: impl Into<redb::Error>) -> StorageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn put(key: &[u8], value: &[u8]) -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        batch.put(key.to_vec(), value.to_vec());
+        batch
+    }
+
+    /// A background checkpoint that fails leaves what it froze readable,
+    /// makes the store refuse commits, and loses nothing: a reopened store
+    /// replays the log.
+    #[tokio::test]
+    async fn a_failed_background_checkpoint_makes_the_store_unwritable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store =
+                RedbStore::open_with(&path, RedbOptions::default().log_capacity(4096)).unwrap();
+            store
+                .inner
+                .fail_next_checkpoint
+                .store(true, Ordering::Relaxed);
+            store.commit(put(b"a", &[1; 1500])).await.unwrap();
+            store.commit(put(b"b", &[1; 1500])).await.unwrap();
+            // Does not fit: the failing checkpoint of a and b begins.
+            store.commit(put(b"c", &[1; 1500])).await.unwrap();
+            assert!(store.wait_for_checkpoint().is_err());
+            assert!(store.writable().is_err());
+            for key in [b"a", b"b", b"c"] {
+                assert_eq!(store.get(key).await.unwrap(), Some(vec![1; 1500]));
+            }
+            // Later commits are refused, and change nothing.
+            assert!(store.commit(put(b"d", &[1; 1500])).await.is_err());
+            assert_eq!(store.get(b"d").await.unwrap(), None);
+        }
+        let store = RedbStore::open(&path).unwrap();
+        store.writable().unwrap();
+        for key in [b"a", b"b", b"c"] {
+            assert_eq!(
+                store.get(key).await.unwrap(),
+                Some(vec![1; 1500]),
+                "{key:?}"
+            );
+        }
+        assert_eq!(store.get(b"d").await.unwrap(), None);
+    }
+
+    /// While a checkpoint is held before it writes: reads merge the frozen
+    /// overlay, the active one and redb; a crash at that instant recovers
+    /// every commit from the log's two files; and once it has run, redb
+    /// holds what it froze.
+    #[tokio::test]
+    // The guard held across awaits is the gate that holds the checkpoint
+    // thread; no task of the runtime takes it.
+    #[allow(clippy::await_holding_lock)]
+    async fn reads_and_recovery_while_a_checkpoint_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = RedbStore::open_with(&path, RedbOptions::default().log_capacity(4096)).unwrap();
+        let gate = Arc::clone(&store.inner.checkpoint_gate);
+        let held = gate.lock().unwrap();
+        // Two frames of ~1.5 KB fill the first 4 KiB file; the third does
+        // not fit, so a checkpoint of the first two begins (and waits at the
+        // gate) and frames go on in the second file.
+        store.commit(put(b"a", &[1; 1500])).await.unwrap();
+        let mut batch = put(b"b", &[1; 1500]);
+        batch.put(b"d".to_vec(), vec![4; 10]); // only in the frozen overlay
+        store.commit(batch).await.unwrap();
+        store.commit(put(b"a", &[2; 1500])).await.unwrap();
+        let mut batch = put(b"c", &[3; 10]);
+        batch.delete(b"b".to_vec());
+        store.commit(batch).await.unwrap();
+        assert!(store.inner.read_overlay().unwrap().frozen.is_some());
+
+        let want = BTreeMap::from([
+            (b"a".to_vec(), vec![2; 1500]),
+            (b"c".to_vec(), vec![3; 10]),
+            (b"d".to_vec(), vec![4; 10]),
+        ]);
+        let check = |store: &RedbStore, when: &'static str| {
+            let store_inner = Arc::clone(&store.inner);
+            let want = want.clone();
+            async move {
+                let all = store_inner.scan(b"", None, usize::MAX).unwrap();
+                let got: BTreeMap<_, _> = all.into_iter().map(|e| (e.key, e.value)).collect();
+                assert_eq!(got, want, "scan {when}");
+                for key in [&b"a"[..], b"b", b"c", b"d"] {
+                    assert_eq!(
+                        store_inner.get(key).unwrap().as_ref(),
+                        want.get(key),
+                        "get {key:?} {when}"
+                    );
+                }
+            }
+        };
+        check(&store, "during the checkpoint").await;
+
+        // A crash now: redb holds none of it (the checkpoint has not
+        // written), the first log file frames 1-2, the second 3-4.
+        let crashed = dir.path().join("crashed.redb");
+        for suffix in ["", "-wal", "-wal2"] {
+            std::fs::copy(log_path(&path, suffix), log_path(&crashed, suffix)).unwrap();
+        }
+
+        drop(held);
+        store.wait_for_checkpoint().unwrap();
+        assert!(store.inner.read_overlay().unwrap().frozen.is_none());
+        let stats = store.checkpoint_stats();
+        assert_eq!((stats.count, stats.keys), (1, 3), "{stats:?}");
+        check(&store, "after the checkpoint").await;
+
+        let recovered = RedbStore::open(&crashed).unwrap();
+        check(&recovered, "after recovery").await;
+    }
 
     #[tokio::test]
     async fn a_failed_commit_makes_the_store_unwritable_until_reopened() {

@@ -725,9 +725,15 @@ fn interrupted_rotation_unseals_and_its_records_are_checked() {
 #[test]
 fn whole_file_rollback_is_not_detected_documented_limitation() {
     let (_dir, path) = copy_of_template();
-    let mut log = path.clone().into_os_string();
-    log.push("-wal");
-    let before = (std::fs::read(&path).unwrap(), std::fs::read(&log).ok());
+    let files: Vec<std::path::PathBuf> = ["", "-wal", "-wal2"]
+        .iter()
+        .map(|suffix| {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            file.into()
+        })
+        .collect();
+    let before: Vec<Option<Vec<u8>>> = files.iter().map(|f| std::fs::read(f).ok()).collect();
     let shares = &template().shares;
     block_on(async {
         let store = Arc::new(RedbStore::open(&path).unwrap());
@@ -745,10 +751,11 @@ fn whole_file_rollback_is_not_detected_documented_limitation() {
     });
     assert_eq!(reopen(&path, shares).unwrap().secrets["app/db"].0, 3);
 
-    std::fs::write(&path, &before.0).unwrap();
-    match &before.1 {
-        Some(bytes) => std::fs::write(&log, bytes).unwrap(),
-        None => std::fs::remove_file(&log).unwrap(),
+    for (file, bytes) in files.iter().zip(&before) {
+        match bytes {
+            Some(bytes) => std::fs::write(file, bytes).unwrap(),
+            None => std::fs::remove_file(file).unwrap(),
+        }
     }
     let served = reopen(&path, shares).expect("an older consistent store unseals");
     let db = &served.secrets["app/db"];

@@ -641,6 +641,10 @@ async fn metrics_show_the_redb_stores_checkpoints() {
         "{text}"
     );
     assert!(
+        text.contains("spike_store_checkpoint_wait_seconds_total"),
+        "{text}"
+    );
+    assert!(
         text.contains("spike_store_checkpoint_seconds_total"),
         "{text}"
     );

@@ -122,16 +122,21 @@ fn works_outside_a_tokio_runtime() {
 
 // ---- the write-ahead log ----
 
-/// A copy of the store's two files taken while it is open: what a crash at
-/// that instant would leave on disk (every commit has returned, so its log
-/// frame, or its durable redb commit, is in the files).
-fn snapshot(path: &Path, to: &Path) {
+/// A copy of the store's files taken while it is open, once no checkpoint
+/// runs in the background: what a crash at that instant would leave on
+/// disk (every commit has returned, so its log frame, or its durable redb
+/// commit, is in the files).
+fn snapshot(store: &RedbStore, to: &Path) {
+    store.wait_for_checkpoint().unwrap();
+    let path = store.path();
     std::fs::copy(path, to).unwrap();
-    let mut from_log = path.as_os_str().to_owned();
-    from_log.push("-wal");
-    let mut to_log = to.as_os_str().to_owned();
-    to_log.push("-wal");
-    std::fs::copy(&from_log, &to_log).unwrap();
+    for suffix in ["-wal", "-wal2"] {
+        let mut from_log = path.as_os_str().to_owned();
+        from_log.push(suffix);
+        let mut to_log = to.as_os_str().to_owned();
+        to_log.push(suffix);
+        std::fs::copy(&from_log, &to_log).unwrap();
+    }
 }
 
 async fn contents(store: &RedbStore) -> BTreeMap<Vec<u8>, Vec<u8>> {
@@ -171,7 +176,7 @@ async fn a_crash_after_any_commit_recovers_every_commit_from_the_log() {
         store.commit(batch).await.unwrap();
 
         let crashed = dir.path().join(format!("crash-{round}.redb"));
-        snapshot(&path, &crashed);
+        snapshot(&store, &crashed);
         let recovered = RedbStore::open(&crashed).unwrap();
         assert_eq!(contents(&recovered).await, model, "after commit {round}");
     }
@@ -278,7 +283,7 @@ async fn a_reopened_store_continues_the_log_where_recovery_left_it() {
             batch.put([i], [i]);
             store.commit(batch).await.unwrap();
         }
-        snapshot(&path, &crashed);
+        snapshot(&store, &crashed);
     }
     // Recover from the log, write more, crash again: both generations hold.
     let store = RedbStore::open(&crashed).unwrap();
@@ -286,7 +291,7 @@ async fn a_reopened_store_continues_the_log_where_recovery_left_it() {
     batch.put([9u8], [9u8]).delete([0u8]);
     store.commit(batch).await.unwrap();
     let twice = dir.path().join("twice.redb");
-    snapshot(&crashed, &twice);
+    snapshot(&store, &twice);
     let store = RedbStore::open(&twice).unwrap();
     let keys: Vec<Vec<u8>> = contents(&store).await.into_keys().collect();
     assert_eq!(keys, [[1u8], [2], [3], [4], [9]]);
@@ -303,24 +308,28 @@ async fn a_clean_close_leaves_the_database_file_complete_on_its_own() {
         store.commit(batch).await.unwrap();
     }
     // The log is not needed after a clean close (it was checkpointed).
-    let mut log = path.as_os_str().to_owned();
-    log.push("-wal");
-    std::fs::remove_file(&log).unwrap();
+    for suffix in ["-wal", "-wal2"] {
+        let mut log = path.as_os_str().to_owned();
+        log.push(suffix);
+        std::fs::remove_file(&log).unwrap();
+    }
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(store.get(b"a").await.unwrap(), Some(b"1".to_vec()));
 }
 
 #[cfg(unix)]
 #[test]
-fn the_log_file_has_mode_0600() {
+fn the_log_files_have_mode_0600() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let _store = RedbStore::open(dir.path().join("spike.redb")).unwrap();
-    let mode = std::fs::metadata(dir.path().join("spike.redb-wal"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    for log in ["spike.redb-wal", "spike.redb-wal2"] {
+        let mode = std::fs::metadata(dir.path().join(log))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{log}: mode {mode:o}");
+    }
 }
 
 // ---- crash test: a writer child process killed with SIGKILL ----
