@@ -1,12 +1,11 @@
 //! [`RedbStore`]: the embedded default store, a redb file and its
 //! write-ahead log.
 
+mod overlay;
 mod wal;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -18,6 +17,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use crate::backend::{
     BackingStore, Entry, StorageError, StoreFuture, WriteBatch, WriteOp, scan_bounds,
 };
+use overlay::{Changes, Overlay, Overlays};
 use wal::{Fit, Wal};
 
 /// The one table holding the whole keyspace.
@@ -68,20 +68,6 @@ const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
 pub struct RedbStore {
     inner: Arc<Inner>,
     path: PathBuf,
-}
-
-/// Keys written since a checkpoint began: their value, or `None` if
-/// deleted.
-type Overlay = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
-
-/// What reads consult before redb.
-#[derive(Default)]
-struct Overlays {
-    /// Written since the last checkpoint began.
-    active: Overlay,
-    /// What a checkpoint running in the background is writing to redb;
-    /// `active` wins over it. Dropped once redb durably holds it.
-    frozen: Option<Arc<Overlay>>,
 }
 
 /// What the blocking-pool closures share.
@@ -679,49 +665,6 @@ impl Checkpoint {
     }
 }
 
-/// The overlays' entries in a scan's bounds, in key order: the active
-/// overlay's, and the frozen one's where the active has no entry.
-struct Changes<'a> {
-    active: OverlayRange<'a>,
-    frozen: Option<OverlayRange<'a>>,
-}
-
-/// An overlay's entries in a scan's bounds.
-type OverlayRange<'a> =
-    std::iter::Peekable<std::collections::btree_map::Range<'a, Vec<u8>, Option<Vec<u8>>>>;
-
-impl<'a> Changes<'a> {
-    fn new(overlays: &'a Overlays, bounds: &'a crate::backend::ScanBounds<'_>) -> Self {
-        let range = |o: &'a Overlay| {
-            o.range::<[u8], (Bound<&[u8]>, Bound<&[u8]>)>(bounds.range())
-                .peekable()
-        };
-        Self {
-            active: range(&overlays.active),
-            frozen: overlays.frozen.as_deref().map(range),
-        }
-    }
-}
-
-impl<'a> Iterator for Changes<'a> {
-    type Item = (&'a Vec<u8>, &'a Option<Vec<u8>>);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let Some(frozen) = self.frozen.as_mut() else {
-            return self.active.next();
-        };
-        match (self.active.peek(), frozen.peek()) {
-            (Some((a, _)), Some((f, _))) if a == f => {
-                frozen.next(); // the active overlay's entry is newer
-                self.active.next()
-            }
-            (Some((a, _)), Some((f, _))) if f < a => frozen.next(),
-            (Some(_), _) => self.active.next(),
-            (None, _) => frozen.next(),
-        }
-    }
-}
-
 impl Drop for Inner {
     /// Waits for a running checkpoint, then checkpoints what is left, so
     /// that the next open has nothing to replay and the database file alone
@@ -842,6 +785,8 @@ fn map_err(name: &str, err: impl Into<redb::Error>) -> StorageError {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn put(key: &[u8], value: &[u8]) -> WriteBatch {
