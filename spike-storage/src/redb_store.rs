@@ -557,7 +557,8 @@ impl Inner {
     }
 
     /// Waits for the checkpoint running in the background, if any; its
-    /// error, if it failed. The caller holds `wal`.
+    /// error, if it failed. The caller holds `wal` (or, dropping the store,
+    /// has it to itself).
     fn wait_for_checkpoint(&self) -> Result<(), StorageError> {
         let running = self.running.lock().map_err(|_| self.failed())?.take();
         let Some(handle) = running else {
@@ -670,9 +671,12 @@ impl Drop for Inner {
     /// that the next open has nothing to replay and the database file alone
     /// holds every commit.
     fn drop(&mut self) {
+        // Joined even after a failure, so that the database is closed (and
+        // the store can be opened again) once the drop returns.
+        let checkpointed = self.wait_for_checkpoint();
         if let Ok(mut wal) = self.wal.lock()
             && let Some(log) = wal.as_mut()
-            && self.wait_for_checkpoint().is_ok()
+            && checkpointed.is_ok()
             && log.has_frames()
         {
             // Best effort: on failure the next open replays the log.
