@@ -78,7 +78,7 @@ impl NexusState {
     }
 
     /// Shows the checkpoints of `store`, the redb store `nexus` was built
-    /// on, at `/metrics` (commits wait while one runs).
+    /// on, at `/metrics` (their time, and how long commits waited for them).
     #[must_use]
     pub fn with_redb(mut self, store: Arc<RedbStore>) -> Self {
         self.redb = Some(store);

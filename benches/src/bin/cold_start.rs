@@ -10,7 +10,8 @@
 //! an authorised in-process read (a workload allowed by one of 1,000
 //! policies, its own secrets, 100,000 reads), and durable write throughput
 //! (32 concurrent writers of new versions, 2 s) with the time the store's
-//! checkpoints took meanwhile (commits wait for them); and prints one line
+//! checkpoints took meanwhile (in the background) and how long commits
+//! waited for them; and prints one line
 //! `sweep secrets=N …` for `benches/sweep.sh`.
 //!
 //! `--scan-only` measures the floor instead: a raw scan of every record of
