@@ -510,7 +510,10 @@ impl Inner {
                 };
             }
             drop(overlays);
-            if log.checkpoint_due() {
+            // Due by its count of commits, a checkpoint waits for the one
+            // before to finish, rather than the commit waiting for it; a
+            // full file cannot wait (above).
+            if log.checkpoint_due() && !self.checkpoint_running()? {
                 self.start_checkpoint(log)?;
             }
         } else {
@@ -554,6 +557,12 @@ impl Inner {
         let handle = spawned.map_err(|e| io_error(&self.name, e))?;
         *self.running.lock().map_err(|_| self.failed())? = Some(handle);
         Ok(())
+    }
+
+    /// Whether a checkpoint is still running in the background.
+    fn checkpoint_running(&self) -> Result<bool, StorageError> {
+        let running = self.running.lock().map_err(|_| self.failed())?;
+        Ok(running.as_ref().is_some_and(|handle| !handle.is_finished()))
     }
 
     /// Waits for the checkpoint running in the background, if any; its
