@@ -847,6 +847,40 @@ mod tests {
         assert_eq!(store.get(b"d").await.unwrap(), None);
     }
 
+    /// Commits go on while a checkpoint runs even when the next one is due
+    /// by its count of commits: that one waits for the running one instead,
+    /// and starts with the first commit after it has finished.
+    #[tokio::test]
+    // The guard held across awaits is the gate that holds the checkpoint
+    // thread; no task of the runtime takes it.
+    #[allow(clippy::await_holding_lock)]
+    async fn a_checkpoint_due_by_count_does_not_hold_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path().join("s.redb")).unwrap();
+        let gate = Arc::clone(&store.inner.checkpoint_gate);
+        let held = gate.lock().unwrap();
+        let commits = wal::CHECKPOINT_COMMITS;
+        for i in 0..commits {
+            store.commit(put(&i.to_be_bytes(), b"v")).await.unwrap();
+        }
+        assert!(store.inner.read_overlay().unwrap().frozen.is_some());
+        let more = tokio::time::timeout(Duration::from_secs(30), async {
+            for i in commits..2 * commits + 10 {
+                store.commit(put(&i.to_be_bytes(), b"v")).await.unwrap();
+            }
+        })
+        .await;
+        drop(held);
+        assert!(more.is_ok(), "commits waited for the held checkpoint");
+        store.wait_for_checkpoint().unwrap();
+        assert_eq!(store.checkpoint_stats().count, 1);
+        // The deferred checkpoint starts with the next commit.
+        store.commit(put(b"last", b"v")).await.unwrap();
+        store.wait_for_checkpoint().unwrap();
+        let stats = store.checkpoint_stats();
+        assert_eq!((stats.count, stats.keys), (2, u64::from(2 * commits) + 11));
+    }
+
     /// While a checkpoint is held before it writes: reads merge the frozen
     /// overlay, the active one and redb; a crash at that instant recovers
     /// every commit from the log's two files; and once it has run, redb
