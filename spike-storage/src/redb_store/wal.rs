@@ -19,8 +19,9 @@
 //! background while commits go on into the log's *other* file. The log is
 //! two files used in turn: a checkpoint covers every frame of the file
 //! being left, and a file is written again from offset 0 only once the
-//! checkpoint of its frames has finished. Commits wait for a checkpoint
-//! only when the other file fills before it has finished.
+//! checkpoint of its frames has finished. A checkpoint due by its count
+//! of commits while another runs waits for it to finish; commits wait for
+//! a checkpoint only when the other file fills before it has finished.
 //!
 //! # Format (version 1)
 //!
