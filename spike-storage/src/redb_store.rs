@@ -519,9 +519,12 @@ impl Inner {
         } else {
             // Larger than a log file: straight to redb, in the same durable
             // commit as the overlay (which it follows).
-            self.wait_for_checkpoint()?;
+            let started = Instant::now();
+            let waited = self.wait_for_checkpoint();
             let seq = log.assign_seq();
-            self.checkpoint_now(log, batch.ops(), seq)?;
+            let checkpointed = waited.and_then(|()| self.checkpoint_now(log, batch.ops(), seq));
+            self.count_commit_wait(started);
+            checkpointed?;
         }
         Ok(())
     }
@@ -531,7 +534,10 @@ impl Inner {
     /// other file. Waits first for the checkpoint before, which covers
     /// that file's frames. The caller holds `wal`.
     fn start_checkpoint(&self, log: &mut Wal) -> Result<(), StorageError> {
-        self.wait_for_checkpoint()?;
+        let started = Instant::now();
+        let waited = self.wait_for_checkpoint();
+        self.count_commit_wait(started);
+        waited?;
         let through = log.last_seq();
         let frozen = {
             let mut overlays = self.write_overlay()?;
@@ -573,14 +579,17 @@ impl Inner {
         let Some(handle) = running else {
             return Ok(());
         };
-        let started = Instant::now();
-        let outcome = handle.join().unwrap_or_else(|_| Err(self.failed()));
+        handle.join().unwrap_or_else(|_| Err(self.failed()))
+    }
+
+    /// Counts the time since `started` as time a commit waited for
+    /// checkpoints.
+    fn count_commit_wait(&self, started: Instant) {
         let mut stats = self
             .checkpoints
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         stats.waited += started.elapsed();
-        outcome
     }
 
     /// Writes the overlay, then `more`, to redb in one durable commit that
@@ -614,7 +623,6 @@ impl Inner {
         stats.count += 1;
         stats.keys += keys;
         stats.time += started.elapsed();
-        stats.waited += started.elapsed();
         Ok(())
     }
 
@@ -879,6 +887,57 @@ mod tests {
         store.wait_for_checkpoint().unwrap();
         let stats = store.checkpoint_stats();
         assert_eq!((stats.count, stats.keys), (2, u64::from(2 * commits) + 11));
+    }
+
+    /// `waited` counts the time commits waited for a checkpoint (here, a
+    /// batch that fits neither log file until the held checkpoint ends),
+    /// not the time a caller of `wait_for_checkpoint` waited.
+    #[tokio::test]
+    async fn only_the_commits_wait_for_checkpoints_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_with(
+            dir.path().join("s.redb"),
+            RedbOptions::default().log_capacity(4096),
+        )
+        .unwrap();
+        // Holds the gate for `HOLD` from when it says so.
+        const HOLD: Duration = Duration::from_millis(300);
+        let hold_gate = |store: &RedbStore| {
+            let gate = Arc::clone(&store.inner.checkpoint_gate);
+            let (locked, is_locked) = std::sync::mpsc::channel();
+            let holder = std::thread::spawn(move || {
+                let _held = gate.lock().unwrap();
+                locked.send(()).unwrap();
+                std::thread::sleep(HOLD);
+            });
+            is_locked.recv().unwrap();
+            holder
+        };
+
+        let holder = hold_gate(&store);
+        let started = Instant::now();
+        for key in [b"a", b"b", b"c", b"d"] {
+            // The third starts a checkpoint (held); the third and the
+            // fourth go to the second file.
+            store.commit(put(key, &[1; 1500])).await.unwrap();
+        }
+        // Fits neither file: waits for the held checkpoint.
+        store.commit(put(b"e", &[1; 1500])).await.unwrap();
+        let held_for = HOLD.saturating_sub(started.elapsed());
+        holder.join().unwrap();
+        let waited = store.checkpoint_stats().waited;
+        assert!(waited >= held_for, "{waited:?} < {held_for:?}");
+
+        // A checkpoint held again; a caller waits for it, and no commit does.
+        store.wait_for_checkpoint().unwrap();
+        let holder = hold_gate(&store);
+        for key in [b"f", b"g"] {
+            store.commit(put(key, &[1; 1500])).await.unwrap();
+        }
+        store.wait_for_checkpoint().unwrap();
+        holder.join().unwrap();
+        let more = store.checkpoint_stats().waited - waited;
+        assert!(more < HOLD / 4, "the caller's wait was counted: {more:?}");
     }
 
     /// While a checkpoint is held before it writes: reads merge the frozen
