@@ -73,6 +73,10 @@ pub(crate) struct DevArgs {
     /// How often Nexus re-sends shares to Keepers.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     keeper_update_interval: Duration,
+    /// Bytes each of the store's two write-ahead log files holds (see
+    /// `spike-server nexus --help`).
+    #[arg(long, default_value_t = crate::DEFAULT_STORE_LOG_BYTES, value_parser = clap::value_parser!(u64).range(4096..=1 << 32))]
+    store_log_bytes: u64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +174,7 @@ pub(crate) async fn run(args: DevArgs) -> anyhow::Result<()> {
         threshold: args.threshold,
         audit_log: Some(data_dir.join("audit.log")),
         audit: AuditOptions::default(),
+        store_log_bytes: args.store_log_bytes,
         roots: TrustRoots::new([td.as_str()])?,
         source,
         dev_recovery: Some(data_dir.join("recovery")),

@@ -51,6 +51,8 @@ const KILL_DELAY_SPAN_MS: u64 = 280;
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// The mount's `max_versions` here: no acknowledged version is pruned.
 const MAX_VERSIONS: u64 = 1_000_000;
+/// `--store-log-bytes` of the killed Nexus: 64 KiB per log file.
+const STORE_LOG_BYTES: u64 = 64 * 1024;
 const CANARY: &str = "crash/canary";
 const UNSEALED_FROM_KEEPERS: &str = "unsealed from the Keepers";
 
@@ -445,7 +447,13 @@ fn sigkilled_nexus_keeps_every_acknowledged_write() {
     // Kill delays from a printed seed.
     let mut rng = fastrand::Rng::with_seed(seed);
 
-    let mut dev = Dev::start();
+    // Small log files: checkpoints, and switches between the log's two
+    // files, happen all through the run (every few dozen writes), so that
+    // kills land during them too.
+    let mut dev = Dev::new();
+    dev.store_log_bytes = Some(STORE_LOG_BYTES);
+    dev.spawn();
+    dev.wait_ready();
     let tls = superuser_tls(&dev.superuser());
     let mut http = Http::new(dev.nexus, Arc::clone(&tls));
     let (status, body) = http

@@ -249,6 +249,8 @@ pub struct Dev {
     pub scratch: PathBuf,
     pub nexus: SocketAddr,
     pub keepers: Vec<SocketAddr>,
+    /// `--store-log-bytes` for Nexus's store, if not the default.
+    pub store_log_bytes: Option<u64>,
     child: Option<Child>,
     runs: usize,
     log: PathBuf,
@@ -278,6 +280,7 @@ impl Dev {
             scratch,
             nexus: addrs[0],
             keepers: addrs[1..].to_vec(),
+            store_log_bytes: None,
             child: None,
             runs: 0,
             log: root.join("dev-0.log"),
@@ -295,6 +298,10 @@ impl Dev {
             .with_file_name(format!("dev-{}.log", self.runs));
         let log = fs::File::create(&self.log).expect("creating the dev log");
         let keepers: Vec<String> = self.keepers.iter().map(ToString::to_string).collect();
+        let log_bytes: Vec<String> = self
+            .store_log_bytes
+            .map(|n| vec!["--store-log-bytes".to_owned(), n.to_string()])
+            .unwrap_or_default();
         let child = Command::new(server_bin())
             .env_clear()
             .env("RUST_LOG", "info")
@@ -308,6 +315,7 @@ impl Dev {
             .arg(keepers.join(","))
             .arg("--keeper-update-interval")
             .arg("1s")
+            .args(&log_bytes)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
