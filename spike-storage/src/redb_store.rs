@@ -262,12 +262,8 @@ impl RedbStore {
     /// returns its outcome. Benchmarks and tests use it to measure or copy
     /// a store whose files are at rest.
     pub fn wait_for_checkpoint(&self) -> Result<(), StorageError> {
-        let mut wal = self.inner.wal.lock().map_err(|_| self.inner.failed())?;
-        let waited = self.inner.wait_for_checkpoint();
-        if waited.is_err() {
-            *wal = None;
-        }
-        waited
+        let _wal = self.inner.wal.lock().map_err(|_| self.inner.failed())?;
+        self.inner.wait_for_checkpoint()
     }
 
     /// Run `f` on the blocking pool when inside a tokio runtime, else (or
@@ -572,14 +568,21 @@ impl Inner {
     }
 
     /// Waits for the checkpoint running in the background, if any; its
-    /// error, if it failed. The caller holds `wal` (or, dropping the store,
+    /// error, if it failed, after which the store refuses commits (see
+    /// [`Inner::commit`]). The caller holds `wal` (or, dropping the store,
     /// has it to itself).
     fn wait_for_checkpoint(&self) -> Result<(), StorageError> {
         let running = self.running.lock().map_err(|_| self.failed())?.take();
         let Some(handle) = running else {
             return Ok(());
         };
-        handle.join().unwrap_or_else(|_| Err(self.failed()))
+        let outcome = handle.join().unwrap_or_else(|_| Err(self.failed()));
+        if outcome.is_err() {
+            // Set by the checkpoint on its own errors already, not if it
+            // panicked.
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        outcome
     }
 
     /// Counts the time since `started` as time a commit waited for
@@ -616,13 +619,7 @@ impl Inner {
         };
         self.write_overlay()?.active.clear();
         log.restart();
-        let mut stats = self
-            .checkpoints
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        stats.count += 1;
-        stats.keys += keys;
-        stats.time += started.elapsed();
+        record_checkpoint(&self.checkpoints, keys, started);
         Ok(())
     }
 
@@ -675,12 +672,17 @@ impl Checkpoint {
             Ok(mut overlays) => overlays.frozen = None,
             Err(_) => self.failed.store(true, Ordering::Relaxed),
         }
-        let mut stats = self.stats.lock().unwrap_or_else(PoisonError::into_inner);
-        stats.count += 1;
-        stats.keys += frozen.len() as u64;
-        stats.time += started.elapsed();
+        record_checkpoint(&self.stats, frozen.len() as u64, started);
         Ok(())
     }
+}
+
+/// Counts a checkpoint of `keys` keys, begun at `started`, in `stats`.
+fn record_checkpoint(stats: &Mutex<CheckpointStats>, keys: u64, started: Instant) {
+    let mut stats = stats.lock().unwrap_or_else(PoisonError::into_inner);
+    stats.count += 1;
+    stats.keys += keys;
+    stats.time += started.elapsed();
 }
 
 impl Drop for Inner {
