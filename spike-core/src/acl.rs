@@ -56,6 +56,7 @@ impl Nexus {
                 spec,
             };
             let name = policy.spec.name.clone();
+            self.audit_intent(caller, "policy.put", Some(&name), &decision, started)?;
             commit_policy(&u, generation, &name, existing.as_ref(), Some(policy)).await?;
             // What was stored, with its epoch and revision.
             u.policy_set()
@@ -126,6 +127,7 @@ impl Nexus {
                 .get(name)
                 .map(|p| p.policy.clone())
                 .ok_or(Error::NotFound)?;
+            self.audit_intent(caller, "policy.delete", Some(name), &decision, started)?;
             commit_policy(&u, generation, name, Some(&existing), None).await
         }
         .await;

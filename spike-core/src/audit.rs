@@ -93,7 +93,8 @@ pub struct AuditEvent {
     pub path: Option<String>,
     /// Allowed or denied, and by what.
     pub decision: Decision,
-    /// `ok` or the error class.
+    /// `ok` or the error class; `started` on the line a fail-closed store
+    /// writes before committing a change ([`AuditOptions::fail_closed`]).
     pub status: &'static str,
     /// How long the call took, in microseconds.
     pub duration_us: u64,
@@ -116,7 +117,10 @@ pub trait AuditSink: Send + Sync {
 pub struct AuditOptions {
     /// Replace paths with their HMAC under the audit subkey.
     pub hmac_paths: bool,
-    /// When the sink fails, refuse the call instead of answering.
+    /// When the sink fails, refuse the call instead of answering. A call
+    /// that changes state also gets a line with status `started` before
+    /// the change is committed, so that a failing sink refuses the change
+    /// itself, not only its answer, and no change goes unaudited.
     pub fail_closed: bool,
 }
 

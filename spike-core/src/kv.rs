@@ -293,11 +293,11 @@ impl Nexus {
         let mut decision = Decision::Deny;
         let result = async {
             let u = self.unsealed()?;
-            let path = SecretPath::parse(path)?;
-            decision = self.authorize(&u, caller, access(&path, Permission::Write))?;
-            let _guard = u.lock(path.as_str()).await;
+            let parsed = SecretPath::parse(path)?;
+            decision = self.authorize(&u, caller, access(&parsed, Permission::Write))?;
+            let _guard = u.lock(parsed.as_str()).await;
             let generation = u.writer.generation();
-            let existing = u.secret(&path);
+            let existing = u.secret(&parsed);
             let mount = u.kv_config().config;
             let (next, out) = change(existing.as_deref(), &mount, Timestamp::now())?;
             let next = match next {
@@ -305,7 +305,9 @@ impl Nexus {
                 Next::Put(secret) => Some(secret),
                 Next::Delete => None,
             };
-            commit_secret(&u, generation, &path, existing.as_deref(), next).await?;
+            // The same path as the call's own line below.
+            self.audit_intent(caller, action, Some(path), &decision, started)?;
+            commit_secret(&u, generation, &parsed, existing.as_deref(), next).await?;
             Ok(out)
         }
         .await;
@@ -462,6 +464,7 @@ impl Nexus {
             )?;
             let _guard = u.lock(CONFIG_LOCK).await;
             let m = config_mutation(&u, config)?;
+            self.audit_intent(caller, "kv.config.put", None, &decision, started)?;
             u.writer.commit(m).await
         }
         .await;

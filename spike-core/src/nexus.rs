@@ -450,6 +450,31 @@ impl Nexus {
         self.record(who, action, path, decision, started, result, fail_closed)
     }
 
+    /// Fail-closed mode only: records, before a change is committed, that
+    /// `caller` is making it (status `started`; the call's own line, with
+    /// its outcome, follows as always). A sink that cannot take this line
+    /// refuses the change while nothing is written yet: once the change is
+    /// committed, a failing sink could only refuse the answer, not undo the
+    /// change, and the change would be in no audit line at all.
+    pub(crate) fn audit_intent(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+        path: Option<&str>,
+        decision: &Decision,
+        started: Instant,
+    ) -> Result<(), Error> {
+        if self.inner.audit.is_none() || !self.inner.config.audit.fail_closed {
+            return Ok(());
+        }
+        let who = Who::of(caller);
+        self.write_event(who, action, path, decision.clone(), started, STARTED)
+            .map_err(|e| {
+                tracing::error!(error = %e, "audit sink failed; refusing the change (fail-closed)");
+                Error::Audit(e.to_string())
+            })
+    }
+
     /// Audits a lifecycle call made by the embedding process itself (init,
     /// unseal, seal): no caller identity applies.
     pub(crate) fn audit_process<T>(
@@ -597,6 +622,10 @@ impl Nexus {
         out
     }
 }
+
+/// The status of the line a fail-closed store writes before committing a
+/// change (see [`crate::AuditOptions::fail_closed`]).
+pub(crate) const STARTED: &str = "started";
 
 /// How an audit record names a built-in role that allowed a call.
 fn role_decision(role: Role) -> &'static str {

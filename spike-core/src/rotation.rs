@@ -79,7 +79,13 @@ impl Nexus {
     {
         let started = Instant::now();
         let (decision, result) = match self.require_role(caller, Role::Superuser) {
-            Ok(d) => (d, self.rotate_inner(deliver).await),
+            Ok(d) => {
+                let result = match self.audit_intent(caller, "operator.rotate", None, &d, started) {
+                    Ok(()) => self.rotate_inner(deliver).await,
+                    Err(e) => Err(e),
+                };
+                (d, result)
+            }
             Err(e) => (Decision::Deny, Err(e)),
         };
         self.audit(caller, "operator.rotate", None, decision, started, result)

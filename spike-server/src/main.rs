@@ -74,7 +74,9 @@ struct NexusArgs {
     #[arg(long, env = "SPIKE_NEXUS_AUDIT_HMAC_PATHS")]
     audit_hmac_paths: bool,
     /// No audit line, no answer: each line is written before the request
-    /// is answered, and a request whose line cannot be written fails. By
+    /// is answered, and a request whose line cannot be written fails. A
+    /// change also gets a line with status `started` before it is
+    /// committed, so a failing audit log refuses the change itself. By
     /// default lines are written in batches by a dedicated thread, within
     /// about a millisecond; a crash can lose the lines of that moment.
     #[arg(long, env = "SPIKE_NEXUS_AUDIT_FAIL_CLOSED")]

@@ -339,7 +339,20 @@ async fn fail_closed_refuses_answers_without_an_audit_line() {
         .await
         .unwrap();
     nexus.init().await.unwrap();
+    let before = sink.inner.events().len();
     put(&nexus, "a", SECRET_VALUE).await;
+    // A change leaves a line before its commit, then the call's own line.
+    let lines = since(&sink.inner, before);
+    let statuses: Vec<_> = lines.iter().map(|e| (e.action, e.status)).collect();
+    assert_eq!(
+        statuses,
+        [("secret.put", "started"), ("secret.put", "ok")],
+        "{}",
+        json(&lines)
+    );
+    assert_eq!(lines[0].path.as_deref(), Some("a"));
+    assert_eq!(lines[0].decision, lines[1].decision);
+
     sink.failing.store(true, Ordering::SeqCst);
     let e = nexus.get_secret(&su(), "a", 0).unwrap_err();
     assert!(matches!(e, Error::Audit(_)), "{e:?}");
@@ -353,8 +366,18 @@ async fn fail_closed_refuses_answers_without_an_audit_line() {
             .await,
         Error::Audit(_)
     );
+    assert_err!(
+        nexus
+            .put_policy(&su(), spec("p", APP, "b", &[Permission::Read]))
+            .await,
+        Error::Audit(_)
+    );
+    assert_err!(nexus.delete_secret(&su(), "a", &[]).await, Error::Audit(_));
     sink.failing.store(false, Ordering::SeqCst);
+    // The refused changes were not made: no line, no change.
     assert!(nexus.get_secret(&su(), "a", 0).is_ok());
+    assert_err!(nexus.get_secret(&su(), "b", 0), Error::NotFound);
+    assert_err!(nexus.get_policy(&su(), "p"), Error::NotFound);
 
     // Fail-open (the default): the call answers, the failure is only logged.
     let sink = Arc::new(FlakySink::default());
