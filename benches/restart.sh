@@ -13,6 +13,8 @@
 # command, with the SVID dev wrote for it: dev would add its own start-up,
 # ~50 ms here of minting five SVIDs into fsync'd files); time from the spawn
 # to
+#   - store:      Nexus's "store opened" log line (which also gives the
+#                 log frames the open replayed),
 #   - listening:  Nexus's "Nexus listening" log line,
 #   - unsealed:   Nexus's "unsealed with shares from Keepers" log line (and
 #                 the record load time it logs, "records loaded elapsed_ms"),
@@ -23,7 +25,11 @@
 # The restarted Nexus must unseal from the Keepers (it fails otherwise).
 #
 # Env: SPIKE_BIN_DIR skips the cargo build and takes spike-server and
-# loadgen from there; KEEP_WORK=1 keeps the work directory.
+# loadgen from there; KEEP_WORK=1 keeps the work directory;
+# KILL_UNDER_LOAD=S kills Nexus S seconds into a write load (loadgen,
+# 32 connections over the same secrets) instead of at rest, so that the
+# restart also replays the write-ahead log's frames not yet checkpointed
+# into redb (up to both log files' worth).
 #
 # The last line is exactly
 # `restart_to_unsealed_ms p50=.. max=.. first_read_ms p50=.. max=.. secrets=N restarts=R`
@@ -190,12 +196,26 @@ done
 rm -rf "$data/recovery"
 
 echo "restarts=$restarts secrets=$secrets ($(nproc) cores shared)"
-printf '%-4s %13s %13s %13s %14s\n' run listening_ms load_ms unsealed_ms first_read_ms
+printf '%-4s %9s %8s %13s %9s %12s %14s\n' run store_ms replayed listening_ms load_ms unsealed_ms first_read_ms
 unsealed=()
 reads=()
 for r in $(seq 1 "$restarts"); do
+    load_pid=
+    if [[ -n ${KILL_UNDER_LOAD:-} ]]; then
+        # Its connections fail at the kill: its exit status means nothing.
+        "$bin/loadgen" --url "$url" --cert "$su/svid.pem" --key "$su/svid.key" \
+            --bundle "$su/bundle.pem" --keys "$secrets" --prefix restart --value-size 100 \
+            --connections 32 --workload write --no-prefill \
+            --duration "$((KILL_UNDER_LOAD + 5))s" --label load >"$work/load-$r.log" 2>&1 &
+        load_pid=$!
+        sleep "$KILL_UNDER_LOAD"
+    fi
     kill -KILL "$server_pid"
     wait "$server_pid" 2>/dev/null || true
+    if [[ -n $load_pid ]]; then
+        kill "$load_pid" 2>/dev/null || true
+        wait "$load_pid" 2>/dev/null || true
+    fi
     log=$work/nexus-$r.log
     t0=$(now_ns)
     start_nexus "$log"
@@ -210,11 +230,15 @@ for r in $(seq 1 "$restarts"); do
     wait_read "$log" 10
     t1=$(now_ns)
     read_ms=$(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.1f", (a - b) / 1e6 }')
+    store_ms=$(log_ms "$log" 'store opened' "$t0")
+    replayed=$(sed 's/\x1b\[[0-9;]*m//g' "$log" |
+        sed -n 's/.*store opened.*replayed_frames=\([0-9]*\).*/\1/p' | head -n 1)
     listen_ms=$(log_ms "$log" 'Nexus listening' "$t0")
     unseal_ms=$(log_ms "$log" 'unsealed with shares from Keepers' "$t0")
     load_ms=$(sed 's/\x1b\[[0-9;]*m//g' "$log" |
         sed -n 's/.*records loaded.*elapsed_ms=\([0-9]*\).*/\1/p' | head -n 1)
-    printf '%-4s %13s %13s %13s %14s\n' "$r" "$listen_ms" "${load_ms:--}" "$unseal_ms" "$read_ms"
+    printf '%-4s %9s %8s %13s %9s %12s %14s\n' "$r" "$store_ms" "${replayed:--}" "$listen_ms" \
+        "${load_ms:--}" "$unseal_ms" "$read_ms"
     unsealed+=("$unseal_ms")
     reads+=("$read_ms")
 done

@@ -75,7 +75,7 @@ pub(crate) struct DevArgs {
     keeper_update_interval: Duration,
     /// Bytes each of the store's two write-ahead log files holds (see
     /// `spike-server nexus --help`).
-    #[arg(long, default_value_t = crate::DEFAULT_STORE_LOG_BYTES, value_parser = clap::value_parser!(u64).range(4096..=1 << 32))]
+    #[arg(long, default_value_t = crate::DEFAULT_STORE_LOG_BYTES, value_parser = crate::store_log_bytes_range())]
     store_log_bytes: u64,
 }
 

@@ -85,7 +85,7 @@ struct NexusArgs {
     /// checkpoint into the database starts every 1,024 commits or when a
     /// file is full; larger files mean fewer waits for checkpoints under
     /// heavy writes, and a longer replay after a crash (up to twice this).
-    #[arg(long, env = "SPIKE_NEXUS_STORE_LOG_BYTES", default_value_t = DEFAULT_STORE_LOG_BYTES, value_parser = clap::value_parser!(u64).range(4096..=1 << 32))]
+    #[arg(long, env = "SPIKE_NEXUS_STORE_LOG_BYTES", default_value_t = DEFAULT_STORE_LOG_BYTES, value_parser = store_log_bytes_range())]
     store_log_bytes: u64,
     #[command(flatten)]
     common: CommonArgs,
@@ -93,6 +93,11 @@ struct NexusArgs {
 
 /// The default of `--store-log-bytes` (RedbStore's own default).
 pub(crate) const DEFAULT_STORE_LOG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What `--store-log-bytes` accepts: a block at least, 4 GiB at most.
+pub(crate) fn store_log_bytes_range() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(4096..=1 << 32)
+}
 
 #[derive(Args, Debug)]
 struct KeeperArgs {
@@ -297,12 +302,18 @@ pub(crate) async fn serve_nexus(
 
     let dir = plan.data_dir.clone();
     create_private_dir(&dir)?;
+    let opening = std::time::Instant::now();
     let store = Arc::new(
         spike_storage::RedbStore::open_with(
             dir.join("spike.redb"),
             spike_storage::RedbOptions::default().log_capacity(plan.store_log_bytes),
         )
         .with_context(|| format!("opening the store in {}", dir.display()))?,
+    );
+    tracing::info!(
+        elapsed_ms = opening.elapsed().as_millis(),
+        replayed_frames = store.replayed_frames(),
+        "store opened"
     );
     // Fail-closed needs each line written before its answer.
     let delivery = if plan.audit.fail_closed {
