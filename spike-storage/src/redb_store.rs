@@ -44,7 +44,10 @@ const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
 /// written since the last checkpoint, which `get` and `scan` consult before
 /// redb. A checkpoint (every thousand commits or so, or when a log file is
 /// full) writes the overlay to redb in one durable commit, which makes the
-/// log's frames redundant; a store opened after a crash replays them.
+/// log's frames redundant. A store opened after a crash reads them back
+/// into the overlay, and its first commit writes them to redb before its
+/// own frame: a crash under heavy writes costs the next open little more
+/// than reading the log, and its first commit one checkpoint.
 /// Checkpoints run on a thread of their own while commits go on into the
 /// log's other file; commits wait for one only if that file fills first.
 /// Dropping the store waits for a running checkpoint and makes a last one.
@@ -68,7 +71,7 @@ const REDB_CACHE_BYTES: usize = 32 * 1024 * 1024;
 pub struct RedbStore {
     inner: Arc<Inner>,
     path: PathBuf,
-    /// Log frames that opening the store replayed into redb.
+    /// Log frames that opening the store replayed.
     replayed_frames: u64,
 }
 
@@ -208,48 +211,61 @@ impl RedbStore {
             sync_parent_dir(&path).map_err(io)?;
         }
 
-        // Replay what the log holds beyond redb's last durable commit.
+        // What the log holds beyond redb's last durable commit goes into
+        // memory now, and into redb with the first commit (or the close),
+        // so that a crash under heavy writes does not make the next start
+        // wait for thousands of B-tree updates on cores that the start
+        // needs. The log is written again from offset 0 of its first file
+        // once redb holds them.
         let batches = wal::read_frames_after([&mut first, &mut second], applied).map_err(io)?;
-        let mut next_seq = applied + 1;
-        if !batches.is_empty() {
-            let last = applied + batches.len() as u64;
-            let ops = batches.iter().flat_map(WriteBatch::ops).map(op_parts);
-            apply(&db, &name, ops, last)?;
-            next_seq = last + 1;
+        let replayed_frames = batches.len() as u64;
+        let next_seq = applied + replayed_frames + 1;
+        let mut overlay = Overlay::new();
+        for op in batches.into_iter().flat_map(WriteBatch::into_ops) {
+            match op {
+                WriteOp::Put { key, value } => overlay.insert(key, Some(value)),
+                WriteOp::Delete { key } => overlay.insert(key, None),
+            };
         }
-        // The log's frames are all in redb now: it is written again from
-        // offset 0 of its first file.
+        let replayed = (replayed_frames > 0).then(|| Arc::new(overlay));
         let buffered = options.buffered_log;
         let files = [
             wal::LogFile::open(first, &wal_paths[0], buffered).map_err(io)?,
             wal::LogFile::open(second, &wal_paths[1], buffered).map_err(io)?,
         ];
-        let wal = Wal::new(files, options.log_capacity, next_seq).map_err(io)?;
+        let wal =
+            Wal::new(files, options.log_capacity, next_seq, replayed_frames > 0).map_err(io)?;
 
+        let inner = Arc::new(Inner {
+            db: Arc::new(db),
+            wal: Mutex::new(Some(wal)),
+            running: Mutex::new(None),
+            failed: Arc::new(AtomicBool::new(false)),
+            overlay: Arc::new(RwLock::new(Overlays {
+                active: Overlay::new(),
+                frozen: replayed,
+            })),
+            name,
+            checkpoints: Arc::new(Mutex::new(CheckpointStats::default())),
+            #[cfg(test)]
+            fail_next_commit: AtomicBool::new(false),
+            #[cfg(test)]
+            checkpoint_gate: Arc::new(Mutex::new(())),
+            #[cfg(test)]
+            fail_next_checkpoint: AtomicBool::new(false),
+        });
         Ok(Self {
-            inner: Arc::new(Inner {
-                db: Arc::new(db),
-                wal: Mutex::new(Some(wal)),
-                running: Mutex::new(None),
-                failed: Arc::new(AtomicBool::new(false)),
-                overlay: Arc::new(RwLock::new(Overlays::default())),
-                name,
-                checkpoints: Arc::new(Mutex::new(CheckpointStats::default())),
-                #[cfg(test)]
-                fail_next_commit: AtomicBool::new(false),
-                #[cfg(test)]
-                checkpoint_gate: Arc::new(Mutex::new(())),
-                #[cfg(test)]
-                fail_next_checkpoint: AtomicBool::new(false),
-            }),
+            inner,
             path,
-            replayed_frames: next_seq - applied - 1,
+            replayed_frames,
         })
     }
 
     /// How many write-ahead log frames (group commits) opening the store
-    /// replayed into redb: those after its last checkpoint, which a crash
-    /// left in the log alone. Their replay is part of the open's time.
+    /// replayed: those after its last checkpoint, which a crash left in the
+    /// log alone. They are read into memory during the open, and written
+    /// to redb, in one durable commit, by the first commit after it (which
+    /// waits that long) or by closing the store.
     pub fn replayed_frames(&self) -> u64 {
         self.replayed_frames
     }
@@ -502,6 +518,14 @@ impl Inner {
         if self.fail_next_commit.swap(false, Ordering::Relaxed) {
             return Err(io_error(&self.name, std::io::Error::other("injected")));
         }
+        if log.holds_replayed() {
+            // Frames from before the open, which redb does not hold yet,
+            // are where this one would go.
+            let started = Instant::now();
+            let applied = self.apply_replayed(log);
+            self.count_commit_wait(started);
+            applied?;
+        }
         if log.fits(&batch) == Fit::AfterCheckpoint {
             self.start_checkpoint(log)?;
         }
@@ -546,12 +570,20 @@ impl Inner {
         waited?;
         let through = log.last_seq();
         let frozen = {
+            // In one step, so that readers find every key in one overlay.
             let mut overlays = self.write_overlay()?;
             let frozen = Arc::new(std::mem::take(&mut overlays.active));
             overlays.frozen = Some(Arc::clone(&frozen));
             frozen
         };
         log.switch();
+        self.spawn_checkpoint(frozen, through)
+    }
+
+    /// Starts a checkpoint in the background that writes `frozen`, the
+    /// frozen overlay, to redb, recording that redb then holds every log
+    /// frame through `through`. No checkpoint is running.
+    fn spawn_checkpoint(&self, frozen: Arc<Overlay>, through: u64) -> Result<(), StorageError> {
         let job = Checkpoint {
             db: Arc::clone(&self.db),
             name: Arc::clone(&self.name),
@@ -568,6 +600,25 @@ impl Inner {
             .spawn(move || job.run(&frozen, through));
         let handle = spawned.map_err(|e| io_error(&self.name, e))?;
         *self.running.lock().map_err(|_| self.failed())? = Some(handle);
+        Ok(())
+    }
+
+    /// Writes what opening the store replayed from the log (the frozen
+    /// overlay; no checkpoint has run since) to redb in one durable commit
+    /// that holds every frame so far, and lets the log be written again.
+    /// The caller holds `wal`.
+    fn apply_replayed(&self, log: &mut Wal) -> Result<(), StorageError> {
+        let started = Instant::now();
+        let frozen = self.read_overlay()?.frozen.clone();
+        if let Some(frozen) = frozen {
+            let ops = frozen
+                .iter()
+                .map(|(key, value)| (key.as_slice(), value.as_deref()));
+            apply(&self.db, &self.name, ops, log.last_seq())?;
+            self.write_overlay()?.frozen = None;
+            record_checkpoint(&self.checkpoints, frozen.len() as u64, started);
+        }
+        log.replayed_applied();
         Ok(())
     }
 
@@ -706,11 +757,14 @@ impl Drop for Inner {
         if let Ok(mut wal) = self.wal.lock()
             && let Some(log) = wal.as_mut()
             && checkpointed.is_ok()
-            && log.has_frames()
         {
             // Best effort: on failure the next open replays the log.
-            let through = log.last_seq();
-            let _ = self.checkpoint_now(log, &[], through);
+            if log.holds_replayed() {
+                let _ = self.apply_replayed(log);
+            } else if log.has_frames() {
+                let through = log.last_seq();
+                let _ = self.checkpoint_now(log, &[], through);
+            }
         }
     }
 }
@@ -1026,6 +1080,69 @@ mod tests {
         drop(recovered);
         // Recovery checkpointed them: nothing is left to replay.
         assert_eq!(RedbStore::open(&crashed).unwrap().replayed_frames(), 0);
+    }
+
+    /// What a crash left in the log is readable as soon as the store is
+    /// open, from memory; the first commit writes it to redb before its own
+    /// frame (which goes where the replayed frames were), and a crash at
+    /// any point recovers all of it.
+    #[tokio::test]
+    async fn replayed_frames_reach_redb_before_the_log_is_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = |from: &Path, to: &str| {
+            let to = dir.path().join(to);
+            for suffix in ["", "-wal", "-wal2"] {
+                std::fs::copy(log_path(from, suffix), log_path(&to, suffix)).unwrap();
+            }
+            to
+        };
+        let contents = |store: &RedbStore| {
+            let all = store.inner.scan(b"", None, usize::MAX).unwrap();
+            all.into_iter()
+                .map(|e| (e.key, e.value))
+                .collect::<Vec<_>>()
+        };
+        let entry = |key: &[u8], byte: u8| (key.to_vec(), vec![byte; 100]);
+        let abc = vec![entry(b"a", 1), entry(b"b", 2), entry(b"c", 3)];
+        let abcd = [abc.clone(), vec![entry(b"d", 4)]].concat();
+
+        let path = dir.path().join("s.redb");
+        let store = RedbStore::open(&path).unwrap();
+        for (key, byte) in [(b"a", 1), (b"b", 2), (b"c", 3)] {
+            store.commit(put(key, &[byte; 100])).await.unwrap();
+        }
+        // A crash: the three commits are in the log alone.
+        let crashed = copy(&path, "crashed.redb");
+        drop(store);
+
+        let store = RedbStore::open(&crashed).unwrap();
+        assert_eq!(store.replayed_frames(), 3);
+        assert_eq!(store.checkpoint_stats().count, 0, "nothing written yet");
+        assert_eq!(contents(&store), abc, "from memory");
+        assert_eq!(store.get(b"b").await.unwrap(), Some(vec![2; 100]));
+        let before_commit = copy(&crashed, "before.redb");
+
+        store.commit(put(b"d", &[4; 100])).await.unwrap();
+        let stats = store.checkpoint_stats();
+        assert_eq!((stats.count, stats.keys), (1, 3), "{stats:?}");
+        assert!(stats.waited > Duration::ZERO);
+        assert_eq!(contents(&store), abcd, "after the commit");
+        let after_commit = copy(&crashed, "after.redb");
+
+        for (crash, frames, want) in [(&before_commit, 3, &abc), (&after_commit, 1, &abcd)] {
+            let recovered = RedbStore::open(crash).unwrap();
+            assert_eq!(recovered.replayed_frames(), frames, "{crash:?}");
+            assert_eq!(&contents(&recovered), want, "{crash:?}");
+        }
+        // Closed with no commit, a recovered store wrote its replay to redb.
+        let reopened = RedbStore::open(&before_commit).unwrap();
+        assert_eq!(reopened.replayed_frames(), 0);
+        assert_eq!(contents(&reopened), abc);
+        // Closing writes what is left: nothing to replay.
+        drop(store);
+        let reopened = RedbStore::open(&crashed).unwrap();
+        assert_eq!(reopened.replayed_frames(), 0);
+        assert_eq!(contents(&reopened), abcd);
     }
 
     #[tokio::test]

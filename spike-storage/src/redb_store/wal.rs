@@ -49,9 +49,14 @@
 //! the two files. On open, frames are read from there as long as each has
 //! the next `seq` (`applied + 1`, then `+ 2`, …), a whole payload and a good
 //! `crc`; where one does not, the frames go on at offset 0 of the other
-//! file if the frame there has the next `seq`. The frames read are applied
-//! to redb in one durable commit, and the log starts again. Each file
-//! starts again at offset 0 only once redb holds all its frames, so a frame
+//! file if the frame there has the next `seq`. The frames read go into
+//! memory; the first commit after the open (or closing the store) first
+//! applies them to redb in one durable commit, and only then does the log
+//! start again at offset 0 of the first file, so that a crash before then
+//! finds the same frames again. Opening
+//! writes nothing to the files but the first block of each, back as it
+//! was (a probe of direct I/O). Each file starts again at offset 0 only
+//! once redb holds all its frames, so a frame
 //! at offset 0 is either the next one after what redb holds, or stale; a
 //! stale frame never has the `seq` looked for, which only grows. Replaying
 //! a frame redb already holds changes nothing (its puts and deletes set
@@ -122,6 +127,10 @@ pub(super) struct Wal {
     next_seq: u64,
     /// Frames written since the last checkpoint began.
     since_checkpoint: u32,
+    /// Whether the files hold frames that redb does not hold yet, from
+    /// before the store was opened (replayed into memory only): no frame
+    /// may be written until redb holds them, or a crash could lose them.
+    holds_replayed: bool,
     /// Reused frame buffer.
     buf: Vec<u8>,
 }
@@ -129,8 +138,13 @@ pub(super) struct Wal {
 impl Wal {
     /// The log in `files`, whose frames after `applied` were already
     /// replayed: it starts again at offset 0 of the first file, with `seq`
-    /// `next_seq`.
-    pub(super) fn new(files: [LogFile; 2], capacity: u64, next_seq: u64) -> io::Result<Self> {
+    /// `next_seq`, once redb holds them ([`Wal::holds_replayed`]).
+    pub(super) fn new(
+        files: [LogFile; 2],
+        capacity: u64,
+        next_seq: u64,
+        holds_replayed: bool,
+    ) -> io::Result<Self> {
         let [first, second] = files;
         Ok(Self {
             segments: [Segment::new(first)?, Segment::new(second)?],
@@ -138,6 +152,7 @@ impl Wal {
             capacity: capacity.min(u64::from(u32::MAX)),
             next_seq,
             since_checkpoint: 0,
+            holds_replayed,
             buf: Vec::new(),
         })
     }
@@ -145,6 +160,17 @@ impl Wal {
     /// The `seq` of the last frame written (or assigned), `next_seq - 1`.
     pub(super) fn last_seq(&self) -> u64 {
         self.next_seq - 1
+    }
+
+    /// Whether the files hold replayed frames that redb does not hold yet:
+    /// redb must take them before the next frame is written.
+    pub(super) fn holds_replayed(&self) -> bool {
+        self.holds_replayed
+    }
+
+    /// redb now holds the replayed frames.
+    pub(super) fn replayed_applied(&mut self) {
+        self.holds_replayed = false;
     }
 
     /// Whether a checkpoint is due.

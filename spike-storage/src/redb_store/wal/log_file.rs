@@ -57,8 +57,8 @@ pub(in crate::redb_store) struct Direct {
 
 impl LogFile {
     /// The log at `path`, already open as `file` (read and write, used for
-    /// recovery), whose content is no longer needed: it is written again
-    /// from offset 0. Opens a direct handle unless `buffered` or refused.
+    /// recovery), to be written again from offset 0 once its frames are no
+    /// longer needed. Opens a direct handle unless `buffered` or refused.
     pub(in crate::redb_store) fn open(file: File, path: &Path, buffered: bool) -> io::Result<Self> {
         if buffered {
             return Ok(Self::Buffered(file));
@@ -71,9 +71,11 @@ impl LogFile {
                     staging: AlignedBuf::default(),
                 };
                 // Some file systems take the open flag and refuse the
-                // write: find out now, on the first block, which holds
-                // nothing needed (see the caller).
-                match direct.write_zeros(0, BLOCK as u64) {
+                // write: find out now, writing the first block back as it
+                // is (its frames may still be needed: a replay is written
+                // to redb in the background; a torn write of the same
+                // bytes leaves them).
+                match direct.write_back_first_block(&file) {
                     Ok(()) => Ok(Self::Direct(direct)),
                     Err(e) if e.raw_os_error() == Some(EINVAL) => Ok(Self::Buffered(file)),
                     Err(e) => Err(e),
@@ -161,6 +163,21 @@ impl Direct {
         Ok(())
     }
 
+    /// Write the first block of `file` (zeros past its end) back to it.
+    fn write_back_first_block(&mut self, file: &File) -> io::Result<()> {
+        let block = self.staging.zeroed(BLOCK);
+        let mut read = 0;
+        while read < BLOCK {
+            match read_at(file, &mut block[read..], read as u64) {
+                Ok(0) => break,
+                Ok(n) => read += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        write_all_at(&self.file, block, 0)
+    }
+
     /// Write zeros over `[from, to)`, both multiples of [`BLOCK`].
     fn write_zeros(&mut self, from: u64, to: u64) -> io::Result<()> {
         let mut at = from;
@@ -207,6 +224,18 @@ fn align_up(offset: u64) -> u64 {
 #[cfg(unix)]
 fn write_all_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
     std::os::unix::fs::FileExt::write_all_at(file, bytes, offset)
+}
+
+#[cfg(unix)]
+fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(file, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_at(mut file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    file.read(buf)
 }
 
 #[cfg(not(unix))]
