@@ -570,20 +570,12 @@ impl Inner {
         waited?;
         let through = log.last_seq();
         let frozen = {
-            // In one step, so that readers find every key in one overlay.
             let mut overlays = self.write_overlay()?;
             let frozen = Arc::new(std::mem::take(&mut overlays.active));
             overlays.frozen = Some(Arc::clone(&frozen));
             frozen
         };
         log.switch();
-        self.spawn_checkpoint(frozen, through)
-    }
-
-    /// Starts a checkpoint in the background that writes `frozen`, the
-    /// frozen overlay, to redb, recording that redb then holds every log
-    /// frame through `through`. No checkpoint is running.
-    fn spawn_checkpoint(&self, frozen: Arc<Overlay>, through: u64) -> Result<(), StorageError> {
         let job = Checkpoint {
             db: Arc::clone(&self.db),
             name: Arc::clone(&self.name),
@@ -1078,7 +1070,7 @@ mod tests {
         );
         check(&recovered, "after recovery").await;
         drop(recovered);
-        // Recovery checkpointed them: nothing is left to replay.
+        // Closing the recovered store wrote them to redb.
         assert_eq!(RedbStore::open(&crashed).unwrap().replayed_frames(), 0);
     }
 
