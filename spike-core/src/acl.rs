@@ -36,6 +36,7 @@ impl Nexus {
         let started = Instant::now();
         let mut decision = Decision::Deny;
         let name = spec.name.clone();
+        let mut trail = None;
         let result = async {
             let u = self.unsealed()?;
             decision = self.authorize(&u, caller, acl(Permission::Write))?;
@@ -56,7 +57,7 @@ impl Nexus {
                 spec,
             };
             let name = policy.spec.name.clone();
-            self.audit_intent(caller, "policy.put", Some(&name), &decision, started)?;
+            trail = self.audit_intent(caller, "policy.put", Some(&name), &decision, started)?;
             commit_policy(&u, generation, &name, existing.as_ref(), Some(policy)).await?;
             // What was stored, with its epoch and revision.
             u.policy_set()
@@ -65,7 +66,15 @@ impl Nexus {
                 .ok_or(Error::NotFound)
         }
         .await;
-        self.audit(caller, "policy.put", Some(&name), decision, started, result)
+        self.audit_change(
+            caller,
+            "policy.put",
+            Some(&name),
+            decision,
+            started,
+            result,
+            trail,
+        )
     }
 
     /// The policy named `name`. Needs `read` on `spike/system/acl`.
@@ -117,6 +126,7 @@ impl Nexus {
     pub async fn delete_policy(&self, caller: &Caller, name: &str) -> Result<(), Error> {
         let started = Instant::now();
         let mut decision = Decision::Deny;
+        let mut trail = None;
         let result = async {
             let u = self.unsealed()?;
             decision = self.authorize(&u, caller, acl(Permission::Write))?;
@@ -127,17 +137,18 @@ impl Nexus {
                 .get(name)
                 .map(|p| p.policy.clone())
                 .ok_or(Error::NotFound)?;
-            self.audit_intent(caller, "policy.delete", Some(name), &decision, started)?;
+            trail = self.audit_intent(caller, "policy.delete", Some(name), &decision, started)?;
             commit_policy(&u, generation, name, Some(&existing), None).await
         }
         .await;
-        self.audit(
+        self.audit_change(
             caller,
             "policy.delete",
             Some(name),
             decision,
             started,
             result,
+            trail,
         )
     }
 

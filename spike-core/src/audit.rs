@@ -77,7 +77,8 @@ pub enum Decision {
 pub struct AuditEvent {
     /// RFC 3339 time the call finished.
     pub time: String,
-    /// Unique id of this record.
+    /// Unique id of this record, or of this call: in fail-closed mode the
+    /// `started` line of a change and its outcome line share one.
     pub trail_id: String,
     /// The caller's SPIFFE ID.
     pub caller: String,

@@ -291,6 +291,7 @@ impl Nexus {
     ) -> Result<T, Error> {
         let started = Instant::now();
         let mut decision = Decision::Deny;
+        let mut trail = None;
         let result = async {
             let u = self.unsealed()?;
             let parsed = SecretPath::parse(path)?;
@@ -306,12 +307,12 @@ impl Nexus {
                 Next::Delete => None,
             };
             // The same path as the call's own line below.
-            self.audit_intent(caller, action, Some(path), &decision, started)?;
+            trail = self.audit_intent(caller, action, Some(path), &decision, started)?;
             commit_secret(&u, generation, &parsed, existing.as_deref(), next).await?;
             Ok(out)
         }
         .await;
-        self.audit(caller, action, Some(path), decision, started, result)
+        self.audit_change(caller, action, Some(path), decision, started, result, trail)
     }
 
     /// The immediate children of `folder` (`""` = the root), folders with a
@@ -452,6 +453,7 @@ impl Nexus {
     pub async fn set_kv_config(&self, caller: &Caller, config: KvConfig) -> Result<(), Error> {
         let started = Instant::now();
         let mut decision = Decision::Deny;
+        let mut trail = None;
         let result = async {
             let u = self.unsealed()?;
             decision = self.authorize(
@@ -464,11 +466,19 @@ impl Nexus {
             )?;
             let _guard = u.lock(CONFIG_LOCK).await;
             let m = config_mutation(&u, config)?;
-            self.audit_intent(caller, "kv.config.put", None, &decision, started)?;
+            trail = self.audit_intent(caller, "kv.config.put", None, &decision, started)?;
             u.writer.commit(m).await
         }
         .await;
-        self.audit(caller, "kv.config.put", None, decision, started, result)
+        self.audit_change(
+            caller,
+            "kv.config.put",
+            None,
+            decision,
+            started,
+            result,
+            trail,
+        )
     }
 }
 

@@ -442,17 +442,48 @@ impl Nexus {
         started: Instant,
         result: Result<T, Error>,
     ) -> Result<T, Error> {
+        self.audit_change(caller, action, path, decision, started, result, None)
+    }
+
+    /// As [`Nexus::audit`], for a change whose `started` line (see
+    /// [`Nexus::audit_intent`]) had the trail id `trail`: its outcome line
+    /// has the same, so that the two lines of one call pair up exactly.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "audit's arguments and the trail id of the call's first line"
+    )]
+    pub(crate) fn audit_change<T>(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+        path: Option<&str>,
+        decision: Decision,
+        started: Instant,
+        result: Result<T, Error>,
+        trail: Option<String>,
+    ) -> Result<T, Error> {
         if self.inner.audit.is_none() {
             return result;
         }
         let who = Who::of(caller);
         let fail_closed = self.inner.config.audit.fail_closed;
-        self.record(who, action, path, decision, started, result, fail_closed)
+        let trail = trail.unwrap_or_else(|| self.inner.trail_ids.next());
+        self.record(
+            who,
+            action,
+            path,
+            decision,
+            started,
+            result,
+            fail_closed,
+            trail,
+        )
     }
 
     /// Fail-closed mode only: records, before a change is committed, that
     /// `caller` is making it (status `started`; the call's own line, with
-    /// its outcome, follows as always). A sink that cannot take this line
+    /// its outcome, follows as always, through [`Nexus::audit_change`] with
+    /// the trail id returned here). A sink that cannot take this line
     /// refuses the change while nothing is written yet: once the change is
     /// committed, a failing sink could only refuse the answer, not undo the
     /// change, and the change would be in no audit line at all.
@@ -463,16 +494,26 @@ impl Nexus {
         path: Option<&str>,
         decision: &Decision,
         started: Instant,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<String>, Error> {
         if self.inner.audit.is_none() || !self.inner.config.audit.fail_closed {
-            return Ok(());
+            return Ok(None);
         }
         let who = Who::of(caller);
-        self.write_event(who, action, path, decision.clone(), started, STARTED)
-            .map_err(|e| {
-                tracing::error!(error = %e, "audit sink failed; refusing the change (fail-closed)");
-                Error::Audit(e.to_string())
-            })
+        let trail = self.inner.trail_ids.next();
+        self.write_event(
+            who,
+            action,
+            path,
+            decision.clone(),
+            started,
+            STARTED,
+            trail.clone(),
+        )
+        .map(|()| Some(trail))
+        .map_err(|e| {
+            tracing::error!(error = %e, "audit sink failed; refusing the change (fail-closed)");
+            Error::Audit(e.to_string())
+        })
     }
 
     /// Audits a lifecycle call made by the embedding process itself (init,
@@ -502,6 +543,7 @@ impl Nexus {
             started,
             result,
             false,
+            self.inner.trail_ids.next(),
         )
     }
 
@@ -536,7 +578,8 @@ impl Nexus {
             _ => Decision::NotApplicable,
         };
         let status = refused.map_or("ok", code_name);
-        if let Err(e) = self.write_event(who, action, path, decision, started, status) {
+        let trail = self.inner.trail_ids.next();
+        if let Err(e) = self.write_event(who, action, path, decision, started, status, trail) {
             tracing::error!(error = %e, "audit sink failed");
         }
     }
@@ -554,6 +597,7 @@ impl Nexus {
         started: Instant,
         result: Result<T, Error>,
         fail_closed: bool,
+        trail: String,
     ) -> Result<T, Error> {
         let decision = match (&result, decision) {
             (Err(Error::Denied), _) => Decision::Deny,
@@ -563,7 +607,7 @@ impl Nexus {
             Ok(_) => "ok",
             Err(e) => code_name(e.code()),
         };
-        match self.write_event(who, action, path, decision, started, status) {
+        match self.write_event(who, action, path, decision, started, status, trail) {
             Ok(()) => result,
             Err(e) if fail_closed => {
                 tracing::error!(error = %e, "audit sink failed; refusing the call (fail-closed)");
@@ -576,6 +620,10 @@ impl Nexus {
         }
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fields of one audit line, each from its caller"
+    )]
     fn write_event(
         &self,
         who: Who<'_>,
@@ -584,6 +632,7 @@ impl Nexus {
         decision: Decision,
         started: Instant,
         status: &'static str,
+        trail_id: String,
     ) -> std::io::Result<()> {
         let Some(sink) = &self.inner.audit else {
             return Ok(());
@@ -598,7 +647,7 @@ impl Nexus {
         crate::audit::mark_audited();
         sink.record(&AuditEvent {
             time: Timestamp::now().to_rfc3339(),
-            trail_id: self.inner.trail_ids.next(),
+            trail_id,
             caller: who.caller.to_owned(),
             remote_addr: who.remote_addr,
             api: who.api,

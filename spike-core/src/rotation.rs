@@ -78,17 +78,29 @@ impl Nexus {
         E: std::fmt::Display,
     {
         let started = Instant::now();
+        let mut trail = None;
         let (decision, result) = match self.require_role(caller, Role::Superuser) {
             Ok(d) => {
                 let result = match self.audit_intent(caller, "operator.rotate", None, &d, started) {
-                    Ok(()) => self.rotate_inner(deliver).await,
+                    Ok(started_line) => {
+                        trail = started_line;
+                        self.rotate_inner(deliver).await
+                    }
                     Err(e) => Err(e),
                 };
                 (d, result)
             }
             Err(e) => (Decision::Deny, Err(e)),
         };
-        self.audit(caller, "operator.rotate", None, decision, started, result)
+        self.audit_change(
+            caller,
+            "operator.rotate",
+            None,
+            decision,
+            started,
+            result,
+            trail,
+        )
     }
 
     /// Progress of a rotation running now, if any.

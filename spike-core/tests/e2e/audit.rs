@@ -352,6 +352,21 @@ async fn fail_closed_refuses_answers_without_an_audit_line() {
     );
     assert_eq!(lines[0].path.as_deref(), Some("a"));
     assert_eq!(lines[0].decision, lines[1].decision);
+    assert_eq!(
+        lines[0].trail_id, lines[1].trail_id,
+        "one call, one trail id"
+    );
+    let trails: std::collections::HashSet<_> = sink
+        .inner
+        .events()
+        .into_iter()
+        .map(|e| e.trail_id)
+        .collect();
+    assert_eq!(
+        trails.len(),
+        sink.inner.events().len() - 1,
+        "ids are unique across calls"
+    );
 
     sink.failing.store(true, Ordering::SeqCst);
     let e = nexus.get_secret(&su(), "a", 0).unwrap_err();
