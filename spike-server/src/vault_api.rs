@@ -249,13 +249,44 @@ impl VaultRequest {
 
 /// Parses a JSON request body as an object (an empty body is `{}`);
 /// anything else is `None`.
-fn body_object(body: &[u8]) -> Option<Map<String, Value>> {
+fn body_object(body: &[u8]) -> Option<BodyObject> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Some(Map::new());
+        return Some(BodyObject(Map::new()));
     }
     match serde_json::from_slice(body) {
-        Ok(Value::Object(m)) => Some(m),
+        Ok(Value::Object(m)) => Some(BodyObject(m)),
         _ => None,
+    }
+}
+
+/// A parsed request body, whose strings are overwritten when it is
+/// dropped: a KV write's body holds the secret's values, and this parsed
+/// copy would otherwise go back to the allocator as it is. (Numbers and
+/// keys stay; the raw body and the TLS layer's buffers are not ours to
+/// wipe.)
+struct BodyObject(Map<String, Value>);
+
+impl std::ops::Deref for BodyObject {
+    type Target = Map<String, Value>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for BodyObject {
+    fn drop(&mut self) {
+        self.0.values_mut().for_each(wipe_strings);
+    }
+}
+
+/// Overwrites every string in `value`, at any depth, with zeros.
+fn wipe_strings(value: &mut Value) {
+    match value {
+        Value::String(s) => zeroize::Zeroize::zeroize(s),
+        Value::Array(items) => items.iter_mut().for_each(wipe_strings),
+        Value::Object(map) => map.values_mut().for_each(wipe_strings),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
 }
 
@@ -561,6 +592,22 @@ fn parse_go_duration(s: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parsed_body_has_its_strings_wiped_at_any_depth() {
+        let mut value = serde_json::json!({
+            "data": {"password": "s3cret", "list": ["a", {"deep": "b"}], "n": 7, "t": true},
+            "options": {"cas": "1"},
+        });
+        wipe_strings(&mut value);
+        assert_eq!(
+            value,
+            serde_json::json!({
+                "data": {"password": "", "list": ["", {"deep": ""}], "n": 7, "t": true},
+                "options": {"cas": ""},
+            })
+        );
+    }
 
     async fn body_text(r: Response) -> String {
         let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
