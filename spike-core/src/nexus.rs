@@ -467,7 +467,6 @@ impl Nexus {
         }
         let who = Who::of(caller);
         let fail_closed = self.inner.config.audit.fail_closed;
-        let trail = trail.unwrap_or_else(|| self.inner.trail_ids.next());
         self.record(
             who,
             action,
@@ -507,7 +506,7 @@ impl Nexus {
             decision.clone(),
             started,
             STARTED,
-            trail.clone(),
+            Some(trail.clone()),
         )
         .map(|()| Some(trail))
         .map_err(|e| {
@@ -543,7 +542,7 @@ impl Nexus {
             started,
             result,
             false,
-            self.inner.trail_ids.next(),
+            None,
         )
     }
 
@@ -578,8 +577,7 @@ impl Nexus {
             _ => Decision::NotApplicable,
         };
         let status = refused.map_or("ok", code_name);
-        let trail = self.inner.trail_ids.next();
-        if let Err(e) = self.write_event(who, action, path, decision, started, status, trail) {
+        if let Err(e) = self.write_event(who, action, path, decision, started, status, None) {
             tracing::error!(error = %e, "audit sink failed");
         }
     }
@@ -597,7 +595,7 @@ impl Nexus {
         started: Instant,
         result: Result<T, Error>,
         fail_closed: bool,
-        trail: String,
+        trail: Option<String>,
     ) -> Result<T, Error> {
         let decision = match (&result, decision) {
             (Err(Error::Denied), _) => Decision::Deny,
@@ -620,6 +618,8 @@ impl Nexus {
         }
     }
 
+    /// Writes one audit line, under `trail_id` if the call already has one
+    /// (its `started` line's), else under a new one.
     #[allow(
         clippy::too_many_arguments,
         reason = "the fields of one audit line, each from its caller"
@@ -632,7 +632,7 @@ impl Nexus {
         decision: Decision,
         started: Instant,
         status: &'static str,
-        trail_id: String,
+        trail_id: Option<String>,
     ) -> std::io::Result<()> {
         let Some(sink) = &self.inner.audit else {
             return Ok(());
@@ -647,7 +647,7 @@ impl Nexus {
         crate::audit::mark_audited();
         sink.record(&AuditEvent {
             time: Timestamp::now().to_rfc3339(),
-            trail_id,
+            trail_id: trail_id.unwrap_or_else(|| self.inner.trail_ids.next()),
             caller: who.caller.to_owned(),
             remote_addr: who.remote_addr,
             api: who.api,

@@ -81,13 +81,11 @@ impl Nexus {
         let mut trail = None;
         let (decision, result) = match self.require_role(caller, Role::Superuser) {
             Ok(d) => {
-                let result = match self.audit_intent(caller, "operator.rotate", None, &d, started) {
-                    Ok(started_line) => {
-                        trail = started_line;
-                        self.rotate_inner(deliver).await
-                    }
-                    Err(e) => Err(e),
-                };
+                let result = async {
+                    trail = self.audit_intent(caller, "operator.rotate", None, &d, started)?;
+                    self.rotate_inner(deliver).await
+                }
+                .await;
                 (d, result)
             }
             Err(e) => (Decision::Deny, Err(e)),
