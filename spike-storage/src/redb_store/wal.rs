@@ -53,16 +53,15 @@
 //! memory; the first commit after the open (or closing the store) first
 //! applies them to redb in one durable commit, and only then does the log
 //! start again at offset 0 of the first file, so that a crash before then
-//! finds the same frames again. Opening
-//! writes nothing to the files but the first block of each, back as it
-//! was (a probe of direct I/O). Each file starts again at offset 0 only
-//! once redb holds all its frames, so a frame
-//! at offset 0 is either the next one after what redb holds, or stale; a
-//! stale frame never has the `seq` looked for, which only grows. Replaying
-//! a frame redb already holds changes nothing (its puts and deletes set
-//! absolute values), so a crash between a checkpoint and the restart of a
-//! file loses nothing either. A store written by an earlier version, with
-//! one log file, opens the same way.
+//! finds the same frames again. Opening writes nothing to the files but
+//! the first block of each, back as it was (a probe of direct I/O). Each
+//! file starts again at offset 0 only once redb holds all its frames, so a
+//! frame at offset 0 is either the next one after what redb holds, or
+//! stale; a stale frame never has the `seq` looked for, which only grows.
+//! Replaying a frame redb already holds changes nothing (its puts and
+//! deletes set absolute values), so a crash between a checkpoint and the
+//! restart of a file loses nothing either. A store written by an earlier
+//! version, with one log file, opens the same way.
 
 mod log_file;
 

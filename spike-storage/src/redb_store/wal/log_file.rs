@@ -72,9 +72,9 @@ impl LogFile {
                 };
                 // Some file systems take the open flag and refuse the
                 // write: find out now, writing the first block back as it
-                // is (its frames may still be needed: a replay is written
-                // to redb in the background; a torn write of the same
-                // bytes leaves them).
+                // is (its frames may still be needed: a replay reaches
+                // redb only with the first commit; a torn write of the
+                // same bytes leaves them).
                 match direct.write_back_first_block(&file) {
                     Ok(()) => Ok(Self::Direct(direct)),
                     Err(e) if e.raw_os_error() == Some(EINVAL) => Ok(Self::Buffered(file)),
