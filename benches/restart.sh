@@ -151,6 +151,13 @@ log_ms() {
     awk -v a="$(date -d "$ts" +%s%N)" -v b="$3" 'BEGIN { printf "%.1f", (a - b) / 1e6 }'
 }
 
+# log_field LOG PATTERN FIELD: the number FIELD=N on the first line of LOG
+# that contains PATTERN (empty if none).
+log_field() {
+    sed 's/\x1b\[[0-9;]*m//g' "$1" |
+        sed -n "s/.*$2.*$3=\([0-9]*\).*/\1/p" | head -n 1
+}
+
 # p50/max (nearest rank) of the numbers on stdin.
 stats() {
     sort -g | awk '{ v[NR] = $1 } END {
@@ -231,12 +238,10 @@ for r in $(seq 1 "$restarts"); do
     t1=$(now_ns)
     read_ms=$(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.1f", (a - b) / 1e6 }')
     store_ms=$(log_ms "$log" 'store opened' "$t0")
-    replayed=$(sed 's/\x1b\[[0-9;]*m//g' "$log" |
-        sed -n 's/.*store opened.*replayed_frames=\([0-9]*\).*/\1/p' | head -n 1)
+    replayed=$(log_field "$log" 'store opened' replayed_frames)
     listen_ms=$(log_ms "$log" 'Nexus listening' "$t0")
     unseal_ms=$(log_ms "$log" 'unsealed with shares from Keepers' "$t0")
-    load_ms=$(sed 's/\x1b\[[0-9;]*m//g' "$log" |
-        sed -n 's/.*records loaded.*elapsed_ms=\([0-9]*\).*/\1/p' | head -n 1)
+    load_ms=$(log_field "$log" 'records loaded' elapsed_ms)
     printf '%-4s %9s %8s %13s %9s %12s %14s\n' "$r" "$store_ms" "${replayed:--}" "$listen_ms" \
         "${load_ms:--}" "$unseal_ms" "$read_ms"
     unsealed+=("$unseal_ms")
