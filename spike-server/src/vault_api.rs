@@ -423,13 +423,18 @@ impl VaultError {
         }
     }
 
-    /// 404 `{"errors":[]}`.
-    fn not_found() -> Self {
+    /// `status` with `{"errors":[]}`.
+    fn no_message(status: StatusCode) -> Self {
         Self {
-            status: StatusCode::NOT_FOUND,
+            status,
             errors: Vec::new(),
             empty: false,
         }
+    }
+
+    /// 404 `{"errors":[]}`.
+    fn not_found() -> Self {
+        Self::no_message(StatusCode::NOT_FOUND)
     }
 
     /// 403 `{"errors":["permission denied"]}`.
@@ -506,11 +511,7 @@ fn only(method: &Method, allowed: &[Method]) -> Result<(), VaultError> {
     if allowed.contains(method) {
         Ok(())
     } else {
-        Err(VaultError {
-            status: StatusCode::METHOD_NOT_ALLOWED,
-            errors: Vec::new(),
-            empty: false,
-        })
+        Err(VaultError::no_message(StatusCode::METHOD_NOT_ALLOWED))
     }
 }
 

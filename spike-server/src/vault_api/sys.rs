@@ -2,7 +2,8 @@
 //! `auth/cert/login` plus the token self-routes.
 
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use spike_core::Status;
@@ -33,7 +34,7 @@ fn sys(s: &VaultState, method: &Method, r: &VaultRequest) -> VaultResult {
     match rest {
         "health" => {
             only(method, &[Method::GET, Method::HEAD])?;
-            Ok(health(s))
+            Ok(health(s, &HealthCodes::from_query(r)?))
         }
         "seal-status" => {
             only(method, &[Method::GET])?;
@@ -103,28 +104,87 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// `sys/health`: 200 unsealed, 503 sealed, 501 not initialised.
-fn health(s: &VaultState) -> Response {
-    let status = s.nexus.status();
-    let (code, initialized, sealed) = match status {
-        Status::Unsealed => (StatusCode::OK, true, false),
-        Status::Sealed { .. } => (StatusCode::SERVICE_UNAVAILABLE, true, true),
-        _ => (StatusCode::NOT_IMPLEMENTED, false, true),
+/// The status codes `sys/health` answers with, which Vault lets the
+/// caller choose (`?activecode=`, `standbycode=`, `sealedcode=`,
+/// `uninitcode=`, and `standbyok=true` to answer a standby as active): load
+/// balancers and monitors probe with them.
+#[derive(Debug, PartialEq, Eq)]
+struct HealthCodes {
+    active: StatusCode,
+    standby: StatusCode,
+    sealed: StatusCode,
+    uninitialized: StatusCode,
+    standby_ok: bool,
+}
+
+impl HealthCodes {
+    /// Vault's defaults, overridden by the query; a parameter that is not a
+    /// status code (100–999) or a boolean is 400 `{"errors":[]}`, as in
+    /// OpenBao (which drops the connection for an integer out of range).
+    fn from_query(r: &VaultRequest) -> Result<Self, VaultError> {
+        let bad = || VaultError::no_message(StatusCode::BAD_REQUEST);
+        let code = |name: &str, default: StatusCode| match r.param(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u16>()
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .ok_or_else(bad),
+        };
+        let standby_ok = match r.param("standbyok") {
+            None => false,
+            // Go's `strconv.ParseBool`, which Vault uses.
+            Some("1" | "t" | "T" | "TRUE" | "true" | "True") => true,
+            Some("0" | "f" | "F" | "FALSE" | "false" | "False") => false,
+            Some(_) => return Err(bad()),
+        };
+        Ok(Self {
+            active: code("activecode", StatusCode::OK)?,
+            standby: code("standbycode", StatusCode::TOO_MANY_REQUESTS)?,
+            sealed: code("sealedcode", StatusCode::SERVICE_UNAVAILABLE)?,
+            uninitialized: code("uninitcode", StatusCode::NOT_IMPLEMENTED)?,
+            standby_ok,
+        })
+    }
+}
+
+/// `sys/health`: active (200) when unsealed and its store takes writes;
+/// *standby* (429) when unsealed but the store refuses writes (a failed
+/// commit: reads are still served, writes are not, as on a Vault standby,
+/// so a balancer probing with the defaults sends writes elsewhere); 503
+/// sealed; 501 not initialised. The cluster's name and id are left out
+/// while sealed, as Vault does.
+fn health(s: &VaultState, codes: &HealthCodes) -> Response {
+    let (code, initialized, sealed, standby) = match s.nexus.status() {
+        Status::Unsealed if s.nexus.store_writable().is_ok() => (codes.active, true, false, false),
+        Status::Unsealed if codes.standby_ok => (codes.active, true, false, true),
+        Status::Unsealed => (codes.standby, true, false, true),
+        Status::Sealed { .. } => (codes.sealed, true, true, false),
+        _ => (codes.uninitialized, false, true, false),
     };
-    crate::http::json_response(
-        code,
-        &json!({
-            "initialized": initialized,
-            "sealed": sealed,
-            "standby": false,
-            "replication_performance_mode": "disabled",
-            "replication_dr_mode": "disabled",
-            "server_time_utc": now_unix(),
-            "version": env!("CARGO_PKG_VERSION"),
-            "cluster_name": CLUSTER_NAME,
-            "cluster_id": CLUSTER_ID,
-        }),
-    )
+    let mut body = json!({
+        "initialized": initialized,
+        "sealed": sealed,
+        "standby": standby,
+        "replication_performance_mode": "disabled",
+        "replication_dr_mode": "disabled",
+        "server_time_utc": now_unix(),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    if !sealed && let Some(m) = body.as_object_mut() {
+        m.insert("cluster_name".into(), json!(CLUSTER_NAME));
+        m.insert("cluster_id".into(), json!(CLUSTER_ID));
+    }
+    // A chosen code that cannot carry a body (1xx, 204, 304) gets none.
+    if code.is_informational() || code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED
+    {
+        return (
+            code,
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        )
+            .into_response();
+    }
+    crate::http::json_response(code, &body)
 }
 
 /// `sys/seal-status`.

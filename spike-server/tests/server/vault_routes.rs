@@ -394,3 +394,93 @@ async fn policies_apply_and_tokens_bind_ids() {
     .await;
     assert_eq!(r.assert_ok()["data"], json!({"k": "v"}));
 }
+
+#[tokio::test]
+async fn sys_health_answers_vaults_codes_and_a_read_only_store_as_standby() {
+    let store = std::sync::Arc::new(spike_storage::FaultyStore::new(
+        spike_storage::MemoryStore::new(),
+    ));
+    let faults = store.controller();
+    let n = spike_core::Nexus::builder(store).open().await.unwrap();
+    let app = spike_server::nexus_api::router(spike_server::nexus_api::NexusState::new(n.clone()));
+    let health = |query: &'static str| {
+        let app = app.clone();
+        async move {
+            let a = send(
+                &app,
+                None,
+                Method::GET,
+                &format!("/v1/sys/health{query}"),
+                "",
+            )
+            .await;
+            let body = if a.body.is_empty() {
+                Value::Null
+            } else {
+                a.json()
+            };
+            (a.status.as_u16(), body)
+        }
+    };
+    let state = |v: &Value| {
+        (
+            v["initialized"].clone(),
+            v["sealed"].clone(),
+            v["standby"].clone(),
+        )
+    };
+
+    let (code, v) = health("").await;
+    assert_eq!(
+        (code, state(&v)),
+        (501, (json!(false), json!(true), json!(false)))
+    );
+    assert_eq!(health("?uninitcode=200").await.0, 200);
+
+    let shares = n.init().await.unwrap();
+    let (code, v) = health("").await;
+    assert_eq!(
+        (code, state(&v)),
+        (200, (json!(true), json!(false), json!(false)))
+    );
+    assert_eq!(v["cluster_name"], "spike-nexus");
+    assert_eq!(health("?activecode=299").await.0, 299);
+    // A 204 carries no body, as Vault's.
+    assert_eq!(health("?activecode=204").await, (204, Value::Null));
+
+    // The store refuses writes: reads go on, so a standby, not down.
+    faults.set_unavailable(true);
+    let (code, v) = health("").await;
+    assert_eq!(
+        (code, state(&v)),
+        (429, (json!(true), json!(false), json!(true)))
+    );
+    assert_eq!(health("?standbycode=472").await.0, 472);
+    assert_eq!(health("?standbyok=true").await.0, 200);
+    assert_eq!(health("?standbyok=1&activecode=201").await.0, 201);
+    faults.set_unavailable(false);
+    assert_eq!(health("").await.0, 200);
+
+    n.seal().await.unwrap();
+    let (code, v) = health("").await;
+    assert_eq!(
+        (code, state(&v)),
+        (503, (json!(true), json!(true), json!(false)))
+    );
+    assert!(v.get("cluster_name").is_none(), "{v}");
+    assert_eq!(health("?sealedcode=200").await.0, 200);
+    drop(shares);
+
+    // What OpenBao refuses: 400 `{"errors":[]}`.
+    for bad in [
+        "?activecode=abc",
+        "?sealedcode=",
+        "?standbycode=99",
+        "?uninitcode=1000",
+        "?standbyok=maybe",
+        "?standbyok",
+    ] {
+        let (code, v) = health(bad).await;
+        assert_eq!((code, v), (400, json!({"errors": []})), "{bad}");
+    }
+}
