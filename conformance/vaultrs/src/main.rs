@@ -61,28 +61,14 @@ fn client(addr: &str, ca: &str, cert: &str, key: &str, token: &str) -> Result<Va
     VaultClient::new(settings).map_err(|e| format!("client: {e}"))
 }
 
-/// How a failing row counts.
-#[derive(Clone, Copy, PartialEq)]
-enum Expect {
-    /// A failure fails the run.
-    Pass,
-    /// A known vaultrs incompatibility that the reference (OpenBao) shares:
-    /// reported as KNOWN with the reason, not counted as a failure.
-    Known(&'static str),
-}
-
 struct Table {
-    rows: Vec<(String, String, String, Expect, Option<String>)>,
+    rows: Vec<(String, String, String, Option<String>)>,
 }
 
 impl Table {
     /// One row: `want` is what SPEC §7.2 / Vault answer, `got` what the
     /// call returned; `Err` is the failure detail.
     fn row(&mut self, name: &str, want: &str, got: Result<String, String>) {
-        self.row_as(name, want, got, Expect::Pass);
-    }
-
-    fn row_as(&mut self, name: &str, want: &str, got: Result<String, String>, expect: Expect) {
         let (got, problem) = match got {
             Ok(g) => (g, None),
             // Errors from rustify carry an anyhow backtrace: first line only.
@@ -92,7 +78,7 @@ impl Table {
             ),
         };
         self.rows
-            .push((name.to_owned(), want.to_owned(), got, expect, problem));
+            .push((name.to_owned(), want.to_owned(), got, problem));
     }
 
     fn print(&self) -> bool {
@@ -107,27 +93,18 @@ impl Table {
             "{:<w$}  {:>16}  {:>16}  result",
             "vaultrs call", "expected", "got"
         );
-        let (mut failed, mut known) = (0, 0);
-        for (name, want, got, expect, problem) in &self.rows {
-            let verdict = match (problem, expect) {
-                (None, _) => "OK",
-                (Some(_), Expect::Pass) => "FAIL",
-                (Some(_), Expect::Known(_)) => "KNOWN",
-            };
+        let mut failed = 0;
+        for (name, want, got, problem) in &self.rows {
+            let verdict = if problem.is_some() { "FAIL" } else { "OK" };
             println!("{name:<w$}  {want:>16}  {got:>16}  {verdict}");
             if let Some(p) = problem {
-                if let Expect::Known(why) = expect {
-                    known += 1;
-                    println!("{:<w$}      - known: {why}", "");
-                } else {
-                    failed += 1;
-                }
+                failed += 1;
                 println!("{:<w$}      - {p}", "");
             }
         }
         println!(
-            "\n{}/{} vaultrs calls OK, {known} known incompatibility(ies), {failed} FAIL",
-            self.rows.len() - failed - known,
+            "\n{}/{} vaultrs calls OK, {failed} FAIL",
+            self.rows.len() - failed,
             self.rows.len()
         );
         failed == 0
@@ -199,20 +176,15 @@ async fn run() -> Result<bool, String> {
     let mut t = Table { rows: Vec::new() };
 
     let r = vaultrs::sys::health(&su).await;
-    t.row_as(
+    // vaultrs 0.8 requires HashiCorp Vault's `performance_standby`, which
+    // Nexus sends (OpenBao 2.7 does not: vault_kv.py's known deviation).
+    t.row(
         "sys::health",
         "unsealed",
         match r {
             Ok(h) => check(h.initialized && !h.sealed, "unsealed", h),
             Err(e) => Err(format!("{e:?}")),
         },
-        // Nexus answers exactly OpenBao's keys (vault_kv.py: sys/health
-        // MATCH); vaultrs 0.8 requires HashiCorp Vault's
-        // `performance_standby`, which OpenBao 2.7 does not send either.
-        Expect::Known(
-            "vaultrs 0.8 ReadHealthResponse requires `performance_standby`, \
-             absent from OpenBao 2.7.2's answer too",
-        ),
     );
 
     let v1 = Db {

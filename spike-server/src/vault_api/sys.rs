@@ -166,6 +166,8 @@ fn health(s: &VaultState, codes: &HealthCodes) -> Response {
         "initialized": initialized,
         "sealed": sealed,
         "standby": standby,
+        // HashiCorp Vault's field (OpenBao 2.7 dropped it); vaultrs needs it.
+        "performance_standby": false,
         "replication_performance_mode": "disabled",
         "replication_dr_mode": "disabled",
         "server_time_utc": now_unix(),

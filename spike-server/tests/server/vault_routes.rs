@@ -444,6 +444,8 @@ async fn sys_health_answers_vaults_codes_and_a_read_only_store_as_standby() {
         (200, (json!(true), json!(false), json!(false)))
     );
     assert_eq!(v["cluster_name"], "spike-nexus");
+    // HashiCorp Vault's field, which vaultrs requires.
+    assert_eq!(v["performance_standby"], false);
     assert_eq!(health("?activecode=299").await.0, 299);
     // A 204 carries no body, as Vault's.
     assert_eq!(health("?activecode=204").await, (204, Value::Null));
