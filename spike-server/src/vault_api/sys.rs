@@ -108,7 +108,7 @@ fn now_unix() -> u64 {
 /// caller choose (`?activecode=`, `standbycode=`, `sealedcode=`,
 /// `uninitcode=`, and `standbyok=true` to answer a standby as active): load
 /// balancers and monitors probe with them.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct HealthCodes {
     active: StatusCode,
     standby: StatusCode,
