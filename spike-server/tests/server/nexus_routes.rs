@@ -688,13 +688,8 @@ async fn metrics_count_requests_and_show_the_seal_state() {
 
 #[tokio::test]
 async fn readyz_is_not_ready_while_the_store_refuses_writes() {
-    let store = std::sync::Arc::new(spike_storage::FaultyStore::new(
-        spike_storage::MemoryStore::new(),
-    ));
-    let faults = store.controller();
-    let n = spike_core::Nexus::builder(store).open().await.unwrap();
+    let (app, n, faults) = app_over_faulty_store().await;
     n.init().await.unwrap();
-    let app = spike_server::nexus_api::router(spike_server::nexus_api::NexusState::new(n));
     send(&app, None, Method::GET, "/readyz", "")
         .await
         .assert_ok();

@@ -41,6 +41,15 @@ pub async fn app() -> (Router, Nexus, Vec<Share>) {
     (nexus_api::router(NexusState::new(n.clone())), n, shares)
 }
 
+/// The router over a Nexus that is not initialised yet, on a memory store
+/// whose faults the returned controller injects.
+pub async fn app_over_faulty_store() -> (Router, Nexus, spike_storage::FaultController) {
+    let store = Arc::new(spike_storage::FaultyStore::new(MemoryStore::new()));
+    let faults = store.controller();
+    let n = Nexus::builder(store).open().await.unwrap();
+    (nexus_api::router(NexusState::new(n.clone())), n, faults)
+}
+
 /// The answer to one request.
 #[derive(Debug)]
 pub struct Answer {

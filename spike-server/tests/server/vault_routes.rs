@@ -397,12 +397,7 @@ async fn policies_apply_and_tokens_bind_ids() {
 
 #[tokio::test]
 async fn sys_health_answers_vaults_codes_and_a_read_only_store_as_standby() {
-    let store = std::sync::Arc::new(spike_storage::FaultyStore::new(
-        spike_storage::MemoryStore::new(),
-    ));
-    let faults = store.controller();
-    let n = spike_core::Nexus::builder(store).open().await.unwrap();
-    let app = spike_server::nexus_api::router(spike_server::nexus_api::NexusState::new(n.clone()));
+    let (app, n, faults) = app_over_faulty_store().await;
     let health = |query: &'static str| {
         let app = app.clone();
         async move {
