@@ -399,8 +399,14 @@ fn json_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
 /// 204 with `Content-Type: application/json`, as Vault answers writes
 /// without data.
 fn no_content() -> Response {
+    bodiless(StatusCode::NO_CONTENT)
+}
+
+/// `status` with no body (`Content-Type: application/json` all the same,
+/// as Vault sends it).
+fn bodiless(status: StatusCode) -> Response {
     (
-        StatusCode::NO_CONTENT,
+        status,
         [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
     )
         .into_response()
@@ -494,11 +500,7 @@ impl From<spike_core::Error> for VaultError {
 impl IntoResponse for VaultError {
     fn into_response(self) -> Response {
         if self.empty {
-            return (
-                self.status,
-                [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-            )
-                .into_response();
+            return bodiless(self.status);
         }
         json_response(self.status, &serde_json::json!({ "errors": self.errors }))
     }

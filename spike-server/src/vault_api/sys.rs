@@ -2,16 +2,15 @@
 //! `auth/cert/login` plus the token self-routes.
 
 use axum::extract::{Request, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use spike_core::Status;
 
 use super::kv::mount_info;
 use super::{
-    MOUNT, TOKEN_TTL, VaultError, VaultRequest, VaultResult, VaultState, envelope, envelope_full,
-    no_content, only,
+    MOUNT, TOKEN_TTL, VaultError, VaultRequest, VaultResult, VaultState, bodiless, envelope,
+    envelope_full, no_content, only,
 };
 
 /// The cluster name `sys/health` and `sys/seal-status` report.
@@ -180,11 +179,7 @@ fn health(s: &VaultState, codes: &HealthCodes) -> Response {
     // A chosen code that cannot carry a body (1xx, 204, 304) gets none.
     if code.is_informational() || code == StatusCode::NO_CONTENT || code == StatusCode::NOT_MODIFIED
     {
-        return (
-            code,
-            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
-        )
-            .into_response();
+        return bodiless(code);
     }
     crate::http::json_response(code, &body)
 }
