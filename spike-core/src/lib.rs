@@ -63,6 +63,7 @@ mod path;
 mod policy;
 pub mod record;
 mod rotation;
+mod sched;
 mod secrets;
 mod time;
 mod writer;

@@ -23,7 +23,9 @@
 //! third of each commit. On its own thread the loop resumes at once, and a
 //! synchronous store such as redb commits inline on it (the thread is
 //! [dedicated](spike_storage::dedicate_current_thread) to store calls),
-//! without a hop to the blocking pool.
+//! without a hop to the blocking pool. The thread runs under `SCHED_BATCH`
+//! where it can ([`crate::sched`]): its wake-ups do not preempt the
+//! request threads, and more writes gather per commit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -268,6 +270,7 @@ impl Writer {
             .spawn(move || {
                 if let Ok(run) = handed.recv() {
                     spike_storage::dedicate_current_thread();
+                    crate::sched::batch_scheduling();
                     handle.block_on(run);
                 }
             });
