@@ -52,7 +52,8 @@ fn set_batch() -> Result<(), String> {
     Err("SCHED_BATCH is Linux's".to_owned())
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
+#[cfg(target_os = "linux")]
 mod tests {
     use thread_priority::unix::{
         NormalThreadSchedulePolicy, ThreadSchedulePolicy, thread_schedule_policy,
