@@ -12,9 +12,9 @@
 //! runs at once, as before.
 //!
 //! On the project's 2-core VM a 90%-read mix over 32 connections served
-//! 21–41% more requests this way (four interleaved pairs), with commits
-//! gathering twice as many writes; writes alone did not move (README,
-//! Performance).
+//! 22% more requests this way, with commits gathering twice as many writes
+//! and writes' median latency up by 0.3 ms; writes alone moved within the
+//! VM's noise (`benches/writer-sched.sh`; README, Performance).
 
 /// Puts the calling thread under `SCHED_BATCH` at its current nice value.
 /// Best effort: where the policy cannot be set (not Linux, a seccomp
