@@ -116,7 +116,16 @@ mod tests {
         let store = std::sync::Arc::new(spike_storage::MemoryStore::new());
         let nexus = crate::Nexus::builder(store).open().await.expect("open");
         nexus.init().await.expect("init");
-        let policies = policies_of("spike-writer");
+        // The thread names itself and sets its policy once it runs: wait
+        // for that (bounded), not for any speed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut policies = policies_of("spike-writer");
+        while (policies.is_empty() || policies.iter().any(|&p| p != 3))
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            policies = policies_of("spike-writer");
+        }
         assert!(!policies.is_empty(), "no spike-writer thread");
         assert!(policies.iter().all(|&p| p == 3), "policies {policies:?}");
     }
