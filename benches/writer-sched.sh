@@ -31,22 +31,10 @@ harness_init spike-writer-sched
 spike_bins -p spike-server -p spike-benches --bin spike-server --bin loadgen
 
 read -r nexus_port k1 k2 k3 <<<"$(free_ports 4)"
-data=$work/spike
-"$bin/spike-server" dev --data-dir "$data" \
-    --nexus-addr "127.0.0.1:$nexus_port" \
-    --keeper-addrs "127.0.0.1:$k1,127.0.0.1:$k2,127.0.0.1:$k3" >"$work/dev.log" 2>&1 &
-server=$!
-pids+=("$server")
-su=$data/pilot/superuser
-mtls=(--cacert "$su/bundle.pem" --cert "$su/svid.pem" --key "$su/svid.key")
-for _ in $(seq 1 150); do
-    [[ -f $su/svid.key ]] && curl -sf "${mtls[@]}" \
-        "https://127.0.0.1:$nexus_port/v1/sys/health" >/dev/null 2>&1 && break
-    sleep 0.2
-done
+spike_dev "$work/spike" "$nexus_port" "$k1" "$k2" "$k3"
 
 writer=
-for task in /proc/"$server"/task/*; do
+for task in /proc/"$dev_pid"/task/*; do
     [[ $(cat "$task/comm") == spike-writer ]] && writer=${task##*/}
 done
 if [[ -z $writer ]]; then

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Shared by conformance/run.sh and the benches/ scripts (source it): the
 # pinned OpenBao CLI, a Python venv, free loopback ports, release binaries,
+# a `spike-server dev` to load,
 # and a work directory whose background processes are always stopped on
 # exit.
 
@@ -61,4 +62,29 @@ spike_bins() {
         cargo build --quiet --release "$@"
         bin=$root/target/release
     fi
+}
+
+# spike_dev DATA NEXUS_PORT KEEPER_PORT...: starts `$bin/spike-server dev`
+# on loopback (its log: $work/dev.log), appends its pid to $pids and sets
+# dev_pid, su (the superuser's SVID directory) and mtls (curl's options for
+# it); returns once Nexus answers sys/health, and exits if it has not
+# within 30 s.
+spike_dev() {
+    local data=$1 port=$2 keepers
+    shift 2
+    keepers=$(printf '127.0.0.1:%s,' "$@")
+    "$bin/spike-server" dev --data-dir "$data" --nexus-addr "127.0.0.1:$port" \
+        --keeper-addrs "${keepers%,}" >"$work/dev.log" 2>&1 &
+    dev_pid=$!
+    pids+=("$dev_pid")
+    su=$data/pilot/superuser
+    mtls=(--cacert "$su/bundle.pem" --cert "$su/svid.pem" --key "$su/svid.key")
+    for _ in $(seq 1 150); do
+        [[ -f $su/svid.key ]] && curl -sf "${mtls[@]}" \
+            "https://127.0.0.1:$port/v1/sys/health" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    echo "Nexus did not come up:" >&2
+    tail -20 "$work/dev.log" >&2
+    exit 1
 }
