@@ -9,7 +9,7 @@
 //! - **Memory-first.** Reads are served from memory. A write returns only
 //!   once the backing store has durably committed it; concurrent writes
 //!   share commits (group commit, on a thread of its own, `spike-writer`,
-//!   which runs under Linux's `SCHED_BATCH` so that its wake-ups do not
+//!   which runs under Linux's `SCHED_BATCH` ([`sched`]) so that its wake-ups do not
 //!   preempt the application's threads). Unseal rebuilds memory from the
 //!   store.
 //! - **The backing store is untrusted.** It sees only keyed hashes of paths
@@ -66,7 +66,7 @@ mod path;
 mod policy;
 pub mod record;
 mod rotation;
-mod sched;
+pub mod sched;
 mod secrets;
 mod time;
 mod writer;

@@ -1,4 +1,6 @@
-//! How the group-commit thread asks the OS to schedule it.
+//! How the group-commit thread asks the OS to schedule it (public so that
+//! other latency-tolerant threads, such as the load generator's in
+//! `benches/`, can ask the same).
 //!
 //! The `spike-writer` thread wakes up several times per commit: when a
 //! write is queued while it is idle, when the log write is done, when the
@@ -17,12 +19,10 @@
 //! VM's noise (`benches/writer-sched.sh`; README, Performance).
 
 /// Puts the calling thread under `SCHED_BATCH` at its current nice value.
-/// Best effort: where the policy cannot be set (not Linux, a seccomp
-/// filter), the thread keeps the default one, which is only slower.
-pub(crate) fn batch_scheduling() {
-    if let Err(reason) = set_batch() {
-        tracing::debug!(%reason, "the group-commit thread keeps the default scheduling policy");
-    }
+/// Where the policy cannot be set (not Linux, a seccomp filter) the error
+/// says why and the thread keeps the policy it had.
+pub fn batch_scheduling() -> std::io::Result<()> {
+    set_batch().map_err(std::io::Error::other)
 }
 
 #[cfg(target_os = "linux")]
@@ -72,7 +72,7 @@ mod tests {
                 }
                 let before = rustix::process::getpriority_process(None).expect("nice");
                 assert_eq!(before, nice.unwrap_or(before));
-                batch_scheduling();
+                batch_scheduling().expect("SCHED_BATCH");
                 assert_eq!(
                     thread_schedule_policy().expect("policy"),
                     ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch)

@@ -270,7 +270,9 @@ impl Writer {
             .spawn(move || {
                 if let Ok(run) = handed.recv() {
                     spike_storage::dedicate_current_thread();
-                    crate::sched::batch_scheduling();
+                    if let Err(reason) = crate::sched::batch_scheduling() {
+                        tracing::debug!(%reason, "the group-commit thread keeps the default scheduling policy");
+                    }
                     handle.block_on(run);
                 }
             });

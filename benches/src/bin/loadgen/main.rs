@@ -3,8 +3,14 @@
 //! a real OpenBao and the bare-stack baseline (`bare`).
 //!
 //! - `--connections` HTTP/1.1 keep-alive connections, one request in flight
-//!   on each (as oha and wrk do), each driven by one task that both sends
-//!   and does the connection's I/O; a connection that fails is re-opened.
+//!   on each (as oha and wrk do); a connection that fails is re-opened.
+//! - Built to take as little CPU from the server it measures as it can,
+//!   since the two share the cores: as wrk does, each of `--threads`
+//!   threads (one per core) runs its own event loop (a current-thread
+//!   runtime) over its share of the connections; requests are written and
+//!   answers framed by a minimal HTTP/1.1 client ([`http1`]); and the
+//!   threads run under `SCHED_BATCH` (`--sched`), so that an answer that
+//!   wakes one never preempts the server.
 //! - Transport: SPIFFE mTLS with a client SVID (`--cert --key --bundle`;
 //!   the server is verified against the bundle by spike-tls, as `spike`
 //!   does), TLS with a CA file (`--cacert`, host name checked), or plain
@@ -24,71 +30,22 @@
 //! ```
 
 use std::error::Error as StdError;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::Poll;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use http_body_util::{BodyExt, Full};
-use hyper::Request;
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{CONTENT_TYPE, HOST};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
 use spike_tls::{PeerPolicy, PemSource};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+mod http1;
+
+use http1::Conn;
+
 type Error = Box<dyn StdError + Send + Sync>;
-type Sender = SendRequest<Full<Bytes>>;
-/// hyper's half of a client connection (reads and writes the socket).
-type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// One keep-alive connection: the request handle and the future that
-/// drives the socket, polled in the same task as the requests (see
-/// [`Conn::send`]).
-struct Conn {
-    sender: Sender,
-    /// `None` once the connection has closed.
-    driver: Option<Driver>,
-}
-
-impl Conn {
-    /// Sends `req` and reads the whole answer; `Ok(Err(status))` for a
-    /// non-2xx answer.
-    ///
-    /// The connection is driven here, by the task that sends, rather than
-    /// by a task of its own (as hyper's examples do): a request then costs
-    /// no hand-over between two tasks, and often between two threads. The
-    /// generator shares the cores with the server it measures, so every µs
-    /// it spends is taken from the server.
-    async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<Result<(), String>, Error> {
-        let Self { sender, driver } = self;
-        let work = send(sender, req);
-        tokio::pin!(work);
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(out) = work.as_mut().poll(cx) {
-                return Poll::Ready(out);
-            }
-            if let Some(d) = driver.as_mut() {
-                if d.as_mut().poll(cx).is_ready() {
-                    *driver = None;
-                }
-                // What the driver just read may have finished the request.
-                if let Poll::Ready(out) = work.as_mut().poll(cx) {
-                    return Poll::Ready(out);
-                }
-            }
-            Poll::Pending
-        })
-        .await
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Workload {
@@ -153,9 +110,27 @@ struct Args {
     /// Name printed in the result lines.
     #[arg(long, default_value = "target")]
     label: String,
-    /// Tokio worker threads (default: one per core).
+    /// Generator threads, each driving its share of the connections
+    /// (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Scheduling policy of the generator threads.
+    #[arg(long, value_enum, default_value_t = Sched::Batch)]
+    sched: Sched,
+}
+
+/// How the OS schedules the generator's threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Sched {
+    /// Linux `SCHED_BATCH`: an answer that wakes a generator thread does
+    /// not preempt the server thread that sent it. Under the default
+    /// policy a generator thread, which sleeps between answers, preempts
+    /// the server on almost every wake-up (measured: 0.29 involuntary
+    /// context switches of the Nexus per read, 0.006 under batch), and the
+    /// server pays for the generator's scheduling.
+    Batch,
+    /// The OS default (`SCHED_OTHER`).
+    Default,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -183,9 +158,12 @@ struct Target {
     /// `host:port`, for connecting and the `Host` header.
     authority: String,
     tls: Option<(TlsConnector, ServerName<'static>)>,
-    token: Option<String>,
     /// `/v1/<mount>/data/<prefix>/k`: the key number is appended.
     path_prefix: String,
+    /// Header lines of a read: `Host`, and `X-Vault-Token` with `--token`.
+    read_headers: Vec<String>,
+    /// Those of a write: a read's and `Content-Type`.
+    write_headers: Vec<String>,
 }
 
 impl Target {
@@ -243,51 +221,60 @@ impl Target {
             None
         };
         let prefix = args.prefix.trim_matches('/');
+        let mut read_headers = vec![format!("Host: {authority}")];
+        if let Some(token) = &args.token {
+            if token.bytes().any(|b| b.is_ascii_control()) {
+                return Err("--token must not hold control characters".into());
+            }
+            read_headers.push(format!("X-Vault-Token: {token}"));
+        }
+        let mut write_headers = read_headers.clone();
+        write_headers.push("Content-Type: application/json".to_owned());
         Ok(Self {
             authority,
             tls,
-            token: args.token.clone(),
             path_prefix: format!("/v1/{}/data/{prefix}/k", args.mount.trim_matches('/')),
+            read_headers,
+            write_headers,
         })
     }
 
     async fn connect(&self) -> Result<Conn, Error> {
         let tcp = TcpStream::connect(&self.authority).await?;
         tcp.set_nodelay(true)?;
-        let (sender, driver): (Sender, Driver) = match &self.tls {
+        Ok(match &self.tls {
             Some((connector, name)) => {
-                let tls = connector.connect(name.clone(), tcp).await?;
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-                (sender, Box::pin(async move { drop(conn.await) }))
+                Conn::new(Box::new(connector.connect(name.clone(), tcp).await?))
             }
-            None => {
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-                (sender, Box::pin(async move { drop(conn.await) }))
-            }
-        };
-        Ok(Conn {
-            sender,
-            driver: Some(driver),
+            None => Conn::new(Box::new(tcp)),
         })
     }
 
-    fn request(&self, op: Op, key: u32, value: &Bytes) -> Result<Request<Full<Bytes>>, Error> {
-        let mut req = Request::builder()
-            .uri(format!("{}{key}", self.path_prefix))
-            .header(HOST, self.authority.as_str());
-        if let Some(token) = &self.token {
-            req = req.header("x-vault-token", token.as_str());
+    /// Sends one request on `conn`; `Ok(Err(status))` for a non-2xx answer.
+    async fn send(
+        &self,
+        conn: &mut Conn,
+        op: Op,
+        key: u32,
+        body: &[u8],
+    ) -> Result<Result<(), String>, Error> {
+        let path = KeyPath(&self.path_prefix, key);
+        match op {
+            Op::Read => conn.send("GET", path, &self.read_headers, None).await,
+            Op::Write => {
+                conn.send("POST", path, &self.write_headers, Some(body))
+                    .await
+            }
         }
-        let req = match op {
-            Op::Read => req.method("GET").body(Full::new(Bytes::new()))?,
-            Op::Write => req
-                .method("POST")
-                .header(CONTENT_TYPE, "application/json")
-                .body(Full::new(value.clone()))?,
-        };
-        Ok(req)
+    }
+}
+
+/// A key's request path: the prefix and the key number.
+struct KeyPath<'a>(&'a str, u32);
+
+impl std::fmt::Display for KeyPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", self.0, self.1)
     }
 }
 
@@ -308,6 +295,13 @@ struct Tally {
 }
 
 impl Tally {
+    fn absorb(&mut self, other: Tally) {
+        self.reads.extend_from_slice(&other.reads);
+        self.writes.extend_from_slice(&other.writes);
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+    }
+
     fn error(&mut self, e: impl std::fmt::Display) {
         self.errors += 1;
         if self.first_error.is_none() {
@@ -316,45 +310,34 @@ impl Tally {
     }
 }
 
-/// One request; `Ok(Err(status))` for a non-2xx answer.
-async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<Result<(), String>, Error> {
-    sender.ready().await?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes();
-    if status.is_success() {
-        Ok(Ok(()))
-    } else {
-        let snippet = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-        Ok(Err(format!("HTTP {status}: {snippet}")))
-    }
-}
-
-/// Sends `req` on `conn`, re-opening the connection once on a transport
-/// error; records the outcome.
-async fn one(target: &Target, conn: &mut Conn, tally: &mut Tally, op: Op, key: u32, value: &Bytes) {
-    let req = match target.request(op, key, value) {
-        Ok(r) => r,
-        Err(e) => return tally.error(e),
-    };
+/// Sends one request on `conn`, re-opening the connection on a transport
+/// error or once the server closes it; records the outcome.
+async fn one(target: &Target, conn: &mut Conn, tally: &mut Tally, op: Op, key: u32, value: &[u8]) {
     let start = Instant::now();
-    match conn.send(req).await {
+    let reconnect = match target.send(conn, op, key, value).await {
         Ok(Ok(())) => {
             let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
             match op {
                 Op::Read => tally.reads.push(ns),
                 Op::Write => tally.writes.push(ns),
             }
+            !conn.reusable()
         }
-        Ok(Err(status)) => tally.error(status),
+        Ok(Err(status)) => {
+            tally.error(status);
+            !conn.reusable()
+        }
         Err(e) => {
             tally.error(format!("transport: {e}"));
-            match target.connect().await {
-                Ok(c) => *conn = c,
-                Err(e) => {
-                    tally.error(format!("reconnect: {e}"));
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+            true
+        }
+    };
+    if reconnect {
+        match target.connect().await {
+            Ok(c) => *conn = c,
+            Err(e) => {
+                tally.error(format!("reconnect: {e}"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
@@ -403,118 +386,237 @@ fn print_line(label: &str, what: &str, s: &Summary, secs: f64) {
     );
 }
 
-async fn run(args: Args) -> Result<(), Error> {
+/// A phase of the run, done by every generator thread on its connections.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// Open the connections.
+    Connect,
+    /// Write every key once: connection `i` of `N` writes keys `i`, `i+N`, …
+    Prefill,
+    /// The measured phase, up to this instant.
+    Measure(Instant),
+}
+
+/// What every thread knows of the run.
+struct Plan {
+    target: Target,
+    /// The body of a write.
+    value: Vec<u8>,
+    connections: u32,
+    keys: u32,
+    workload: Workload,
+    read_fraction: f64,
+    sched: Sched,
+}
+
+/// One generator thread's handle: phases go in, their tallies come out.
+struct Thread {
+    phases: mpsc::Sender<Phase>,
+    done: mpsc::Receiver<Result<Tally, String>>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+/// A generator thread: a current-thread runtime driving its share of the
+/// connections (`ids`), phase after phase. One runtime per thread rather
+/// than one work-stealing runtime: a connection's request and answer never
+/// move between threads, so no wake-up crosses to the other core.
+fn generator(
+    plan: Arc<Plan>,
+    ids: Vec<u32>,
+    phases: mpsc::Receiver<Phase>,
+    done: mpsc::Sender<Result<Tally, String>>,
+) {
+    if plan.sched == Sched::Batch
+        && let Err(e) = spike_core::sched::batch_scheduling()
+    {
+        let _ = done.send(Err(format!("--sched batch: {e} (try --sched default)")));
+        return;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = done.send(Err(format!("runtime: {e}")));
+            return;
+        }
+    };
+    let mut conns: Vec<(u32, Conn)> = Vec::with_capacity(ids.len());
+    for phase in phases {
+        let out = rt.block_on(async {
+            let mut tasks = Vec::with_capacity(ids.len());
+            if let Phase::Connect = phase {
+                for &id in &ids {
+                    let plan = Arc::clone(&plan);
+                    tasks.push(tokio::spawn(async move {
+                        let conn = plan.target.connect().await.map_err(|e| e.to_string())?;
+                        Ok::<_, String>((id, conn, Tally::default()))
+                    }));
+                }
+            } else {
+                for (id, mut conn) in conns.drain(..) {
+                    let plan = Arc::clone(&plan);
+                    tasks.push(tokio::spawn(async move {
+                        let tally = match phase {
+                            Phase::Measure(deadline) => {
+                                measure(&plan, id, &mut conn, deadline).await
+                            }
+                            _ => prefill(&plan, id, &mut conn).await,
+                        };
+                        Ok((id, conn, tally))
+                    }));
+                }
+            }
+            let mut all = Tally::default();
+            for task in tasks {
+                let (id, conn, tally) = task.await.map_err(|e| e.to_string())??;
+                conns.push((id, conn));
+                all.absorb(tally);
+            }
+            Ok(all)
+        });
+        if done.send(out).is_err() {
+            return;
+        }
+    }
+}
+
+async fn prefill(plan: &Plan, id: u32, conn: &mut Conn) -> Tally {
+    let mut tally = Tally::default();
+    let mut key = id;
+    while key < plan.keys {
+        one(&plan.target, conn, &mut tally, Op::Write, key, &plan.value).await;
+        key = key.saturating_add(plan.connections);
+    }
+    tally
+}
+
+async fn measure(plan: &Plan, id: u32, conn: &mut Conn, deadline: Instant) -> Tally {
+    // One deterministic PRNG per connection.
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15 ^ ((u64::from(id) + 1) << 17));
+    let mut tally = Tally::default();
+    // A few µs per request: ample headroom for an expected 1M requests
+    // over a 10 s run.
+    tally.reads.reserve(1 << 16);
+    while Instant::now() < deadline {
+        let op = match plan.workload {
+            Workload::Read => Op::Read,
+            Workload::Write => Op::Write,
+            Workload::Mixed if rng.f64() < plan.read_fraction => Op::Read,
+            Workload::Mixed => Op::Write,
+        };
+        let key = rng.u32(..plan.keys.max(1));
+        one(&plan.target, conn, &mut tally, op, key, &plan.value).await;
+    }
+    tally
+}
+
+/// Runs `phase` on every thread and merges their tallies.
+fn run_phase(threads: &[Thread], phase: Phase) -> Result<Tally, Error> {
+    for t in threads {
+        t.phases
+            .send(phase)
+            .map_err(|_| "a generator thread has stopped")?;
+    }
+    let mut all = Tally::default();
+    for t in threads {
+        all.absorb(
+            t.done
+                .recv()
+                .map_err(|_| "a generator thread has stopped")??,
+        );
+    }
+    Ok(all)
+}
+
+fn run(args: Args) -> Result<(), Error> {
     if args.connections == 0 || args.keys == 0 {
         return Err("--connections and --keys must be at least 1".into());
     }
     if !(0.0..=1.0).contains(&args.read_fraction) {
         return Err("--read-fraction must be within 0..=1".into());
     }
-    let target = Arc::new(Target::new(&args)?);
-    let value = Bytes::from(format!(
-        "{{\"data\":{{\"value\":\"{}\"}}}}",
-        "v".repeat(args.value_size)
-    ));
+    let connections = u32::try_from(args.connections)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, args.connections);
+    let plan = Arc::new(Plan {
+        target: Target::new(&args)?,
+        value: format!(
+            "{{\"data\":{{\"value\":\"{}\"}}}}",
+            "v".repeat(args.value_size)
+        )
+        .into_bytes(),
+        connections,
+        keys: args.keys,
+        workload: args.workload,
+        read_fraction: args.read_fraction,
+        sched: args.sched,
+    });
+    let mut handles = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let ids: Vec<u32> = (0..connections)
+            .filter(|i| *i as usize % threads == t)
+            .collect();
+        let (phases, phases_rx) = mpsc::channel();
+        let (done_tx, done) = mpsc::channel();
+        let plan = Arc::clone(&plan);
+        let handle = std::thread::Builder::new()
+            .name(format!("loadgen-{t}"))
+            .spawn(move || generator(plan, ids, phases_rx, done_tx))?;
+        handles.push(Thread {
+            phases,
+            done,
+            handle,
+        });
+    }
+    let result = phases(&args, &handles);
+    for t in handles {
+        drop(t.phases);
+        let _ = t.handle.join();
+    }
+    result
+}
 
-    // Connect all.
+/// Connect, pre-fill, measure, print.
+fn phases(args: &Args, threads: &[Thread]) -> Result<(), Error> {
     let t0 = Instant::now();
-    let mut connecting = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        let target = Arc::clone(&target);
-        connecting.push(tokio::spawn(async move { target.connect().await }));
-    }
-    let mut conns = Vec::with_capacity(args.connections);
-    for c in connecting {
-        conns.push(c.await??);
-    }
+    run_phase(threads, Phase::Connect)?;
     eprintln!(
-        "{}: {} connections to {} in {:.1} ms",
+        "{}: {} connections to {} in {:.1} ms ({} threads, --sched {:?})",
         args.label,
-        conns.len(),
+        args.connections,
         args.url,
-        t0.elapsed().as_secs_f64() * 1e3
+        t0.elapsed().as_secs_f64() * 1e3,
+        threads.len(),
+        args.sched
     );
 
-    // Pre-fill: connection i writes keys i, i+N, i+2N, ...
     if !args.no_prefill {
         let t0 = Instant::now();
-        let n = u32::try_from(conns.len())?;
-        let mut tasks = Vec::with_capacity(conns.len());
-        for (i, mut conn) in conns.drain(..).enumerate() {
-            let target = Arc::clone(&target);
-            let value = value.clone();
-            let keys = args.keys;
-            let i = u32::try_from(i)?;
-            tasks.push(tokio::spawn(async move {
-                let mut tally = Tally::default();
-                let mut key = i;
-                while key < keys {
-                    one(&target, &mut conn, &mut tally, Op::Write, key, &value).await;
-                    key += n;
-                }
-                (conn, tally)
-            }));
-        }
-        let mut errors = 0;
-        let mut first = None;
-        for t in tasks {
-            let (conn, tally) = t.await?;
-            conns.push(conn);
-            errors += tally.errors;
-            first = first.or(tally.first_error);
-        }
+        let tally = run_phase(threads, Phase::Prefill)?;
         eprintln!(
-            "{}: pre-filled {} keys ({} B values) in {:.2} s, {errors} errors",
+            "{}: pre-filled {} keys ({} B values) in {:.2} s, {} errors",
             args.label,
             args.keys,
             args.value_size,
-            t0.elapsed().as_secs_f64()
+            t0.elapsed().as_secs_f64(),
+            tally.errors
         );
-        if errors > 0 {
+        if tally.errors > 0 {
             return Err(format!(
-                "pre-fill failed: {errors} errors; first: {}",
-                first.unwrap_or_default()
+                "pre-fill failed: {} errors; first: {}",
+                tally.errors,
+                tally.first_error.unwrap_or_default()
             )
             .into());
         }
     }
 
-    // Measured phase.
     let start = Instant::now();
-    let deadline = start + args.duration;
-    let mut tasks = Vec::with_capacity(conns.len());
-    for (i, mut conn) in conns.drain(..).enumerate() {
-        let target = Arc::clone(&target);
-        let value = value.clone();
-        let (workload, keys, read_fraction) = (args.workload, args.keys, args.read_fraction);
-        tasks.push(tokio::spawn(async move {
-            // One deterministic PRNG per connection.
-            let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15 ^ ((i as u64 + 1) << 17));
-            let mut tally = Tally::default();
-            // A few µs per request: ample headroom for an expected 1M
-            // requests over a 10 s run.
-            tally.reads.reserve(1 << 16);
-            while Instant::now() < deadline {
-                let op = match workload {
-                    Workload::Read => Op::Read,
-                    Workload::Write => Op::Write,
-                    Workload::Mixed if rng.f64() < read_fraction => Op::Read,
-                    Workload::Mixed => Op::Write,
-                };
-                let key = rng.u32(..keys.max(1));
-                one(&target, &mut conn, &mut tally, op, key, &value).await;
-            }
-            tally
-        }));
-    }
-    let mut all = Tally::default();
-    for t in tasks {
-        let tally = t.await?;
-        all.reads.extend_from_slice(&tally.reads);
-        all.writes.extend_from_slice(&tally.writes);
-        all.errors += tally.errors;
-        all.first_error = all.first_error.or(tally.first_error);
-    }
+    let mut all = run_phase(threads, Phase::Measure(start + args.duration))?;
     let secs = start.elapsed().as_secs_f64();
 
     if let Some(e) = &all.first_error {
@@ -551,17 +653,7 @@ async fn run(args: Args) -> Result<(), Error> {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    rt.enable_all();
-    if let Some(n) = args.threads {
-        rt.worker_threads(n.max(1));
-    }
-    let result = rt
-        .build()
-        .map_err(Error::from)
-        .and_then(|rt| rt.block_on(run(args)));
-    match result {
+    match run(Args::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loadgen: {e}");
