@@ -458,11 +458,11 @@ fn generator(
                 for (id, mut conn) in conns.drain(..) {
                     let plan = Arc::clone(&plan);
                     tasks.push(tokio::spawn(async move {
-                        let tally = match phase {
-                            Phase::Measure(deadline) => {
-                                measure(&plan, id, &mut conn, deadline).await
-                            }
-                            _ => prefill(&plan, id, &mut conn).await,
+                        // Connected already: this phase pre-fills or measures.
+                        let tally = if let Phase::Measure(deadline) = phase {
+                            measure(&plan, id, &mut conn, deadline).await
+                        } else {
+                            prefill(&plan, id, &mut conn).await
                         };
                         Ok((id, conn, tally))
                     }));
