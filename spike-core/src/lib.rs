@@ -9,9 +9,9 @@
 //! - **Memory-first.** Reads are served from memory. A write returns only
 //!   once the backing store has durably committed it; concurrent writes
 //!   share commits (group commit, on a thread of its own, `spike-writer`,
-//!   which runs under Linux's `SCHED_BATCH` ([`sched`]) so that its wake-ups do not
-//!   preempt the application's threads). Unseal rebuilds memory from the
-//!   store.
+//!   which runs under Linux's `SCHED_BATCH` ([`sched`]) so that its
+//!   wake-ups do not preempt the application's threads). Unseal rebuilds
+//!   memory from the store.
 //! - **The backing store is untrusted.** It sees only keyed hashes of paths
 //!   and names, and AES-256-GCM-SIV records bound to their storage key,
 //!   kind, key epoch and revision. A manifest digest over all records
