@@ -1,22 +1,26 @@
 //! Shared HTTP plumbing: the caller and body extractors, JSON answers, the
-//! middleware stack (body limit, timeout, `Cache-Control`, metrics) and the
-//! health routes.
+//! [`App`] that wraps a server's routes in the middleware stack (timeout,
+//! `Cache-Control`, metrics, audit) and the health routes.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use spike_core::{Caller, ErrorCode, Nexus, SpiffeId, track_audit};
+use tower::Service;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -207,79 +211,145 @@ pub(crate) async fn healthz() -> Response {
     ok(&serde_json::json!({"status": "ok"}))
 }
 
-/// Wraps `router` in the one middleware stack every server uses: body
-/// limit, timeout, `Cache-Control: no-store`, 405 bodies, metrics, tracing,
-/// and (Nexus) an audit line for every request that no store call audited.
-pub(crate) fn stack(router: Router, metrics: Arc<Metrics>, audit: Option<Nexus>) -> Router {
-    router
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            Stack { metrics, audit },
-            middleware,
-        ))
-        .layer(DefaultBodyLimit::max(spike_api::MAX_BODY_BYTES))
+/// A server's HTTP application: its routes inside the one middleware
+/// stack every server uses (timeout, 405 bodies, `Cache-Control:
+/// no-store`, metrics, tracing and, for Nexus, an audit line for every
+/// request that no store call audited). Body limits are the extractors'
+/// own ([`read_body`]).
+///
+/// A tower [`Service`](tower::Service) for requests with any body type
+/// that hyper or a test hands it. The stack wraps the router as a whole,
+/// not each of its routes: one boxed future per request instead of a
+/// boxed service clone and a boxed future at every layer of every route
+/// (`axum::middleware::from_fn` and `Router::layer`), which profiling
+/// showed on every read.
+#[derive(Clone)]
+pub struct App {
+    prefixes: Option<Arc<dyn PrefixRoutes>>,
+    routes: Router,
+    stack: Arc<Stack>,
 }
 
-#[derive(Clone)]
+/// Routes claimed by path prefix, ahead of a server's router (the Vault
+/// API's mounts, whose paths are open-ended).
+pub(crate) trait PrefixRoutes: Send + Sync {
+    /// Whether one of these routes claims `path`.
+    fn claims(&self, path: &str) -> bool;
+    /// The answer to a request whose path [`claims`](Self::claims) said yes to.
+    fn call(&self, req: Request) -> PrefixFuture;
+}
+
+/// A prefix-routed handler's answer.
+pub(crate) type PrefixFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+
 struct Stack {
     metrics: Arc<Metrics>,
     /// Where requests refused before reaching the store are audited.
     audit: Option<Nexus>,
 }
 
-async fn middleware(
-    axum::extract::State(stack): axum::extract::State<Stack>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let metrics = &stack.metrics;
-    let route = metrics.route_label(req.uri().path());
-    let action = metrics.action_label(req.uri().query());
-    let method = req.method().clone();
-    let caller = stack.audit.as_ref().and_then(|_| {
-        let id = req.extensions().get::<PeerIdentity>()?.0.clone();
-        let addr = req.extensions().get::<PeerAddr>()?.0;
-        Some(Caller::remote(id, addr, "http"))
-    });
-    let uri = stack.audit.as_ref().map(|_| req.uri().clone());
-    let (answer, audited) = track_audit(tokio::time::timeout(REQUEST_TIMEOUT, next.run(req))).await;
-    let mut res = match answer {
-        Ok(res) => res,
-        Err(_) => {
-            tracing::warn!(route, "request timed out");
-            ApiError::internal().into_response()
-        }
-    };
-    if res.status() == StatusCode::METHOD_NOT_ALLOWED && res.headers().get(CONTENT_TYPE).is_none() {
-        let allow = res.headers().get(axum::http::header::ALLOW).cloned();
-        res = ApiError::method_not_allowed().into_response();
-        if let Some(allow) = allow {
-            res.headers_mut().insert(axum::http::header::ALLOW, allow);
+impl App {
+    /// `prefixes`, then `routes` (with a 404 `api_not_found` fallback), in
+    /// the stack.
+    pub(crate) fn new(
+        routes: Router,
+        prefixes: Option<Arc<dyn PrefixRoutes>>,
+        metrics: Arc<Metrics>,
+        audit: Option<Nexus>,
+    ) -> Self {
+        Self {
+            prefixes,
+            routes: routes.fallback(not_found),
+            stack: Arc::new(Stack { metrics, audit }),
         }
     }
-    if let (Some(nexus), false) = (&stack.audit, audited) {
-        nexus.audit_request(
-            caller.as_ref(),
-            "http.request",
-            uri.as_ref().map(|u| u.path()),
-            refusal(res.status()),
-            started,
-        );
+}
+
+type AppFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+impl<B> Service<axum::http::Request<B>> for App
+where
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = AppFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
-    res.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    let elapsed = started.elapsed();
-    metrics.observe(route, action, res.status().as_u16(), elapsed);
-    tracing::debug!(
-        %method,
-        route,
-        action,
-        status = res.status().as_u16(),
-        micros = elapsed.as_micros() as u64,
-        "request"
-    );
-    res
+
+    fn call(&mut self, req: axum::http::Request<B>) -> AppFuture {
+        let started = Instant::now();
+        let stack = Arc::clone(&self.stack);
+        let metrics = &stack.metrics;
+        let route = metrics.route_label(req.uri().path());
+        let action = metrics.action_label(req.uri().query());
+        let method = req.method().clone();
+        let caller = stack.audit.as_ref().and_then(|_| {
+            let id = req.extensions().get::<PeerIdentity>()?.0.clone();
+            let addr = req.extensions().get::<PeerAddr>()?.0;
+            Some(Caller::remote(id, addr, "http"))
+        });
+        let uri = stack.audit.as_ref().map(|_| req.uri().clone());
+        let req = req.map(axum::body::Body::new);
+        let answer = match &self.prefixes {
+            Some(prefixes) if prefixes.claims(req.uri().path()) => Ok(prefixes.call(req)),
+            // The router is always ready, and its future does not borrow it.
+            _ => Err(self.routes.call(req)),
+        };
+        Box::pin(async move {
+            let answer = async {
+                match answer {
+                    Ok(prefixed) => prefixed.await,
+                    Err(routed) => routed.await.unwrap_or_else(|never| match never {}),
+                }
+            };
+            let (answer, audited) =
+                track_audit(tokio::time::timeout(REQUEST_TIMEOUT, answer)).await;
+            let mut res = match answer {
+                Ok(res) => res,
+                Err(_) => {
+                    tracing::warn!(route, "request timed out");
+                    ApiError::internal().into_response()
+                }
+            };
+            if res.status() == StatusCode::METHOD_NOT_ALLOWED
+                && res.headers().get(CONTENT_TYPE).is_none()
+            {
+                let allow = res.headers().get(axum::http::header::ALLOW).cloned();
+                res = ApiError::method_not_allowed().into_response();
+                if let Some(allow) = allow {
+                    res.headers_mut().insert(axum::http::header::ALLOW, allow);
+                }
+            }
+            if let (Some(nexus), false) = (&stack.audit, audited) {
+                nexus.audit_request(
+                    caller.as_ref(),
+                    "http.request",
+                    uri.as_ref().map(|u| u.path()),
+                    refusal(res.status()),
+                    started,
+                );
+            }
+            res.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            let elapsed = started.elapsed();
+            stack
+                .metrics
+                .observe(route, action, res.status().as_u16(), elapsed);
+            tracing::debug!(
+                %method,
+                route,
+                action,
+                status = res.status().as_u16(),
+                micros = elapsed.as_micros() as u64,
+                "request"
+            );
+            Ok(res)
+        })
+    }
 }
 
 /// The error class of an answer's status, as audit lines name it (`None`

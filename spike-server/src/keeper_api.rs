@@ -19,7 +19,7 @@ use spike_core::{Caller, Role, Share, TrustRoots};
 use zeroize::Zeroize;
 
 use crate::error::ApiError;
-use crate::http::{Action, ApiCaller, Body, healthz, ok, stack};
+use crate::http::{Action, ApiCaller, App, Body, healthz, ok};
 use crate::metrics::{self, Metrics};
 
 const ROUTES: &[&str] = &[
@@ -143,7 +143,7 @@ impl KeeperState {
 
 /// The Keeper router: contribute, shard, `/healthz`, `/readyz`,
 /// `/metrics`, in the same middleware stack as Nexus.
-pub fn router(state: KeeperState) -> Router {
+pub fn router(state: KeeperState) -> App {
     let api = Router::new()
         .route(routes::KEEPER_CONTRIBUTE, post(contribute))
         .route(routes::KEEPER_SHARD, post(shard))
@@ -152,7 +152,7 @@ pub fn router(state: KeeperState) -> Router {
         .route(routes::METRICS, get(metrics_route))
         .with_state(state.clone());
     let metrics = Arc::clone(&state.inner.metrics);
-    stack(api, metrics, None)
+    App::new(api, None, metrics, None)
 }
 
 async fn contribute(

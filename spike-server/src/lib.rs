@@ -1,8 +1,9 @@
 //! spike-server: the Nexus and Keeper servers of spike-rs.
 //!
 //! Servers stay thin: [`nexus_api::router`] and [`keeper_api::router`]
-//! build plain axum routers over their state, so tests call them without a
-//! socket; [`serve::serve`] runs a router behind SPIFFE mTLS, putting the
+//! build an [`App`], axum routes over their state inside the middleware
+//! stack both share, a tower service that tests call without a socket;
+//! [`serve::serve`] runs an [`App`] behind SPIFFE mTLS, putting the
 //! peer's SPIFFE ID into every request as [`PeerIdentity`]; [`shards`]
 //! moves root-key shares between Nexus and its Keepers. The Nexus router
 //! also serves the Vault KV v2-compatible API (SPEC §7.2) next to SPIKE v1.
@@ -27,7 +28,7 @@ pub mod shards;
 mod vault_api;
 
 pub use error::ApiError;
-pub use http::{PeerAddr, PeerIdentity, REQUEST_TIMEOUT};
+pub use http::{App, PeerAddr, PeerIdentity, REQUEST_TIMEOUT};
 pub use keeper_api::{KeeperState, LockedShard};
 pub use nexus_api::NexusState;
 pub use shards::{KeeperClient, ShardError};

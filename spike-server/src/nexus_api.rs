@@ -31,7 +31,7 @@ use spike_storage::RedbStore;
 use zeroize::Zeroizing;
 
 use crate::error::ApiError;
-use crate::http::{Action, ApiCaller, Body, healthz, ok, stack};
+use crate::http::{Action, ApiCaller, App, Body, healthz, ok};
 use crate::metrics::{self, Metrics};
 
 /// Every route of the Nexus API (metrics labels).
@@ -92,7 +92,7 @@ type ApiResult = Result<Response, ApiError>;
 /// `/v1/sys/`, `/v1/auth/`), `/healthz`, `/readyz`, `/metrics`, in
 /// the one middleware stack (2 MiB body limit, 30 s timeout,
 /// `Cache-Control: no-store` on every answer).
-pub fn router(state: NexusState) -> Router {
+pub fn router(state: NexusState) -> App {
     let metrics = Arc::clone(&state.metrics);
     let api = Router::new()
         .route(routes::SECRETS, post(secrets))
@@ -105,9 +105,9 @@ pub fn router(state: NexusState) -> Router {
         .route(routes::HEALTHZ, get(healthz))
         .route(routes::READYZ, get(readyz))
         .route(routes::METRICS, get(metrics_route))
-        .with_state(state.clone())
-        .merge(crate::vault_api::routes(state.nexus.clone()));
-    stack(api, metrics, Some(state.nexus))
+        .with_state(state.clone());
+    let vault = crate::vault_api::prefix_routes(state.nexus.clone());
+    App::new(api, Some(vault), metrics, Some(state.nexus))
 }
 
 /// Ready: unsealed, and the store takes writes (a redb store refuses them

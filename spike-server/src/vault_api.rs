@@ -19,19 +19,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
+use axum::extract::Request;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use spike_core::{Caller, Nexus, SpiffeId};
 
-use crate::http::{PeerAddr, PeerIdentity, json_answer, json_response};
+use crate::http::{PeerAddr, PeerIdentity, PrefixFuture, PrefixRoutes, json_answer, json_response};
 
 mod kv;
 mod sys;
@@ -94,18 +93,55 @@ impl Tokens {
     }
 }
 
-/// The Vault routes (merged into [`crate::nexus_api::router`], inside its
-/// middleware stack).
-pub(crate) fn routes(nexus: Nexus) -> Router {
-    let state = VaultState {
+/// The Vault API's mounts, for [`crate::nexus_api::router`]: any method on
+/// a path under `/v1/secret/`, `/v1/sys/` or `/v1/auth/` (with something
+/// after the prefix), inside Nexus's middleware stack. Claimed by prefix:
+/// their paths are open-ended, and a router's wildcard route would capture
+/// and decode the tail into every request, unused (the handlers parse the
+/// path themselves, see [`VaultRequest::new`]).
+pub(crate) fn prefix_routes(nexus: Nexus) -> Arc<dyn PrefixRoutes> {
+    Arc::new(VaultState {
         nexus,
         tokens: Arc::new(Tokens::default()),
-    };
-    Router::new()
-        .route("/v1/secret/{*rest}", any(kv::handle))
-        .route("/v1/sys/{*rest}", any(sys::handle_sys))
-        .route("/v1/auth/{*rest}", any(sys::handle_auth))
-        .with_state(state)
+    })
+}
+
+/// The mounts, each a prefix and its handler.
+const MOUNTS: [(&str, Mount); 3] = [
+    ("/v1/secret/", Mount::Kv),
+    ("/v1/sys/", Mount::Sys),
+    ("/v1/auth/", Mount::Auth),
+];
+
+#[derive(Clone, Copy)]
+enum Mount {
+    Kv,
+    Sys,
+    Auth,
+}
+
+fn mount(path: &str) -> Option<Mount> {
+    MOUNTS
+        .iter()
+        .find(|(prefix, _)| path.strip_prefix(prefix).is_some_and(|t| !t.is_empty()))
+        .map(|&(_, m)| m)
+}
+
+impl PrefixRoutes for VaultState {
+    fn claims(&self, path: &str) -> bool {
+        mount(path).is_some()
+    }
+
+    fn call(&self, req: Request) -> PrefixFuture {
+        let s = self.clone();
+        match mount(req.uri().path()) {
+            Some(Mount::Kv) => Box::pin(kv::handle(s, req)),
+            Some(Mount::Sys) => Box::pin(sys::handle_sys(s, req)),
+            Some(Mount::Auth) => Box::pin(sys::handle_auth(s, req)),
+            // Not claimed: as the router's fallback would answer.
+            None => Box::pin(async { crate::ApiError::not_found().into_response() }),
+        }
+    }
 }
 
 // ---- requests --------------------------------------------------------------

@@ -131,7 +131,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Sends `req` as `peer`, as `serve.rs` would, and reads the answer.
 async fn send(
-    app: &axum::Router,
+    app: &spike_server::App,
     peer: &PeerIdentity,
     mut req: Request<Body>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

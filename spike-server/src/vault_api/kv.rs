@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -22,7 +22,7 @@ use super::{
 const PREFIX: &str = "/v1/secret/";
 
 /// Every `/v1/secret/...` request.
-pub(super) async fn handle(State(s): State<VaultState>, req: Request) -> Response {
+pub(super) async fn handle(s: VaultState, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let body = match crate::http::read_body(&parts.headers, body).await {
         Ok(b) => b,

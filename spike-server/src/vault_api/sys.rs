@@ -1,7 +1,7 @@
 //! `sys/` routes clients probe (health, seal status, mounts) and
 //! `auth/cert/login` plus the token self-routes.
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -19,7 +19,7 @@ const CLUSTER_NAME: &str = "spike-nexus";
 const CLUSTER_ID: &str = "5b1c0e7a-0000-4000-8000-000000000000";
 
 /// Every `/v1/sys/...` request.
-pub(super) async fn handle_sys(State(s): State<VaultState>, req: Request) -> Response {
+pub(super) async fn handle_sys(s: VaultState, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     let result = match VaultRequest::new(&parts, "/v1/sys/") {
         Ok(r) => sys(&s, &parts.method, &r),
@@ -217,7 +217,7 @@ fn seal_status(s: &VaultState) -> Response {
 // ---- auth/ -----------------------------------------------------------------
 
 /// Every `/v1/auth/...` request.
-pub(super) async fn handle_auth(State(s): State<VaultState>, req: Request) -> Response {
+pub(super) async fn handle_auth(s: VaultState, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     let result = match VaultRequest::new(&parts, "/v1/auth/") {
         Ok(r) => auth(&s, &parts.method, &r),

@@ -8,7 +8,7 @@ use spike_server::keeper_api::{self, KeeperState};
 
 use crate::support::*;
 
-fn keeper() -> (axum::Router, KeeperState) {
+fn keeper() -> (spike_server::App, KeeperState) {
     let state = KeeperState::new(TrustRoots::default());
     (keeper_api::router(state.clone()), state)
 }

@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -12,6 +11,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use serde_json::Value;
 use spike_core::{Nexus, Share, SpiffeId};
+use spike_server::App;
 use spike_server::nexus_api::{self, NexusState};
 use spike_server::{PeerAddr, PeerIdentity};
 use spike_storage::MemoryStore;
@@ -36,14 +36,14 @@ pub async fn nexus() -> (Nexus, Arc<MemoryStore>, Vec<Share>) {
     (n, store, shares)
 }
 
-pub async fn app() -> (Router, Nexus, Vec<Share>) {
+pub async fn app() -> (App, Nexus, Vec<Share>) {
     let (n, _, shares) = nexus().await;
     (nexus_api::router(NexusState::new(n.clone())), n, shares)
 }
 
 /// The router over a Nexus that is not initialised yet, on a memory store
 /// whose faults the returned controller injects.
-pub async fn app_over_faulty_store() -> (Router, Nexus, spike_storage::FaultController) {
+pub async fn app_over_faulty_store() -> (App, Nexus, spike_storage::FaultController) {
     let store = Arc::new(spike_storage::FaultyStore::new(MemoryStore::new()));
     let faults = store.controller();
     let n = Nexus::builder(store).open().await.unwrap();
@@ -94,7 +94,7 @@ impl Answer {
 /// Sends `method uri` with `body` as `who` (no identity when `None`) and
 /// checks `Cache-Control: no-store`, which every answer must carry.
 pub async fn send(
-    app: &Router,
+    app: &App,
     who: Option<&str>,
     method: Method,
     uri: &str,
@@ -133,14 +133,14 @@ pub async fn send(
 }
 
 /// POST with a JSON body.
-pub async fn post(app: &Router, who: Option<&str>, uri: &str, body: Value) -> Answer {
+pub async fn post(app: &App, who: Option<&str>, uri: &str, body: Value) -> Answer {
     send(app, who, Method::POST, uri, body.to_string()).await
 }
 
 /// Serves `app` over plain HTTP on loopback, every request as `as_id`
 /// (what the TLS layer would insert). Unit tests only: the real servers are
 /// mTLS.
-pub async fn serve_plain(app: Router, as_id: &str) -> SocketAddr {
+pub async fn serve_plain(app: App, as_id: &str) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let peer = PeerIdentity(id(as_id));

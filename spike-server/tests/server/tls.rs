@@ -40,7 +40,7 @@ struct Running {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-async fn start(ca: &DevCa, who: &str, app: axum::Router) -> Running {
+async fn start(ca: &DevCa, who: &str, app: spike_server::App) -> Running {
     let tls = server_config(
         source(ca, who),
         PeerPolicy::TrustDomains(vec!["spike.ist".into()]),

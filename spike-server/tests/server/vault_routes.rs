@@ -62,7 +62,7 @@ fn assert_no_content(a: &Answer) {
     assert!(a.body.is_empty());
 }
 
-async fn put(app: &axum::Router, who: &str, path: &str, body: Value) -> Answer {
+async fn put(app: &spike_server::App, who: &str, path: &str, body: Value) -> Answer {
     send(
         app,
         Some(who),
@@ -73,7 +73,7 @@ async fn put(app: &axum::Router, who: &str, path: &str, body: Value) -> Answer {
     .await
 }
 
-async fn get(app: &axum::Router, who: &str, uri: &str) -> Answer {
+async fn get(app: &spike_server::App, who: &str, uri: &str) -> Answer {
     send(app, Some(who), Method::GET, uri, "").await
 }
 
