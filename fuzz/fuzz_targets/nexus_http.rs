@@ -57,7 +57,7 @@ const MAX_REQUESTS: usize = 4;
 
 /// A fresh Nexus and its router. The policy is made only when some
 /// request is `workload/app`'s: compiling it is most of the set-up's cost.
-async fn fresh_app(with_policy: bool) -> axum::Router {
+async fn fresh_app(with_policy: bool) -> spike_server::App {
     let nexus = Nexus::builder(Arc::new(MemoryStore::new()))
         .open()
         .await

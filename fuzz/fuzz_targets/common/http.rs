@@ -5,13 +5,12 @@
 
 use std::sync::OnceLock;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use spike_core::SpiffeId;
-use spike_server::{PeerAddr, PeerIdentity};
+use spike_server::{App, PeerAddr, PeerIdentity};
 use tower::ServiceExt;
 
 /// A current-thread runtime with timers (the middleware's timeouts need
@@ -40,7 +39,7 @@ pub struct Answer {
 /// Sends `req` through `app` as `peer` (no [`PeerIdentity`] when `None`:
 /// what `serve.rs` does for a peer without an SVID) from a fixed address,
 /// and checks what every answer carries: `Cache-Control: no-store`.
-pub async fn send(app: &Router, peer: Option<&SpiffeId>, mut req: Request<Body>) -> Answer {
+pub async fn send(app: &App, peer: Option<&SpiffeId>, mut req: Request<Body>) -> Answer {
     if let Some(peer) = peer {
         req.extensions_mut().insert(PeerIdentity(peer.clone()));
     }
