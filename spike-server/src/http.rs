@@ -225,22 +225,46 @@ pub(crate) async fn healthz() -> Response {
 /// showed on every read.
 #[derive(Clone)]
 pub struct App {
-    prefixes: Option<Arc<dyn PrefixRoutes>>,
+    prefixes: Arc<PrefixRoutes>,
     routes: Router,
     stack: Arc<Stack>,
 }
 
 /// Routes claimed by path prefix, ahead of a server's router (the Vault
-/// API's mounts, whose paths are open-ended).
-pub(crate) trait PrefixRoutes: Send + Sync {
-    /// Whether one of these routes claims `path`.
-    fn claims(&self, path: &str) -> bool;
-    /// The answer to a request whose path [`claims`](Self::claims) said yes to.
-    fn call(&self, req: Request) -> PrefixFuture;
-}
+/// API's mounts, whose paths are open-ended): a route takes every method
+/// on a path that starts with its prefix and goes on after it.
+#[derive(Default)]
+pub(crate) struct PrefixRoutes(Vec<(&'static str, PrefixHandler)>);
 
-/// A prefix-routed handler's answer.
-pub(crate) type PrefixFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+type PrefixHandler = Box<dyn Fn(Request) -> PrefixFuture + Send + Sync>;
+type PrefixFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+
+impl PrefixRoutes {
+    /// Adds `handler` for the paths under `prefix` (which ends with `/`).
+    pub(crate) fn route<F>(
+        mut self,
+        prefix: &'static str,
+        handler: impl Fn(Request) -> F + Send + Sync + 'static,
+    ) -> Self
+    where
+        F: Future<Output = Response> + Send + 'static,
+    {
+        self.0
+            .push((prefix, Box::new(move |req| Box::pin(handler(req)))));
+        self
+    }
+
+    /// The handler whose prefix claims `path`.
+    fn claim(&self, path: &str) -> Option<&PrefixHandler> {
+        self.0
+            .iter()
+            .find(|(prefix, _)| {
+                path.strip_prefix(prefix)
+                    .is_some_and(|tail| !tail.is_empty())
+            })
+            .map(|(_, handler)| handler)
+    }
+}
 
 struct Stack {
     metrics: Arc<Metrics>,
@@ -253,12 +277,12 @@ impl App {
     /// the stack.
     pub(crate) fn new(
         routes: Router,
-        prefixes: Option<Arc<dyn PrefixRoutes>>,
+        prefixes: PrefixRoutes,
         metrics: Arc<Metrics>,
         audit: Option<Nexus>,
     ) -> Self {
         Self {
-            prefixes,
+            prefixes: Arc::new(prefixes),
             routes: routes.fallback(not_found),
             stack: Arc::new(Stack { metrics, audit }),
         }
@@ -294,10 +318,10 @@ where
         });
         let uri = stack.audit.as_ref().map(|_| req.uri().clone());
         let req = req.map(axum::body::Body::new);
-        let answer = match &self.prefixes {
-            Some(prefixes) if prefixes.claims(req.uri().path()) => Ok(prefixes.call(req)),
+        let answer = match self.prefixes.claim(req.uri().path()) {
+            Some(handler) => Ok(handler(req)),
             // The router is always ready, and its future does not borrow it.
-            _ => Err(self.routes.call(req)),
+            None => Err(self.routes.call(req)),
         };
         Box::pin(async move {
             let answer = async {

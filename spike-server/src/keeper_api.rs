@@ -19,7 +19,7 @@ use spike_core::{Caller, Role, Share, TrustRoots};
 use zeroize::Zeroize;
 
 use crate::error::ApiError;
-use crate::http::{Action, ApiCaller, App, Body, healthz, ok};
+use crate::http::{Action, ApiCaller, App, Body, PrefixRoutes, healthz, ok};
 use crate::metrics::{self, Metrics};
 
 const ROUTES: &[&str] = &[
@@ -152,7 +152,7 @@ pub fn router(state: KeeperState) -> App {
         .route(routes::METRICS, get(metrics_route))
         .with_state(state.clone());
     let metrics = Arc::clone(&state.inner.metrics);
-    App::new(api, None, metrics, None)
+    App::new(api, PrefixRoutes::default(), metrics, None)
 }
 
 async fn contribute(

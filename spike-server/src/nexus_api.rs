@@ -107,7 +107,7 @@ pub fn router(state: NexusState) -> App {
         .route(routes::METRICS, get(metrics_route))
         .with_state(state.clone());
     let vault = crate::vault_api::prefix_routes(state.nexus.clone());
-    App::new(api, Some(vault), metrics, Some(state.nexus))
+    App::new(api, vault, metrics, Some(state.nexus))
 }
 
 /// Ready: unsealed, and the store takes writes (a redb store refuses them

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::Request;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -30,7 +29,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use spike_core::{Caller, Nexus, SpiffeId};
 
-use crate::http::{PeerAddr, PeerIdentity, PrefixFuture, PrefixRoutes, json_answer, json_response};
+use crate::http::{PeerAddr, PeerIdentity, PrefixRoutes, json_answer, json_response};
 
 mod kv;
 mod sys;
@@ -94,54 +93,21 @@ impl Tokens {
 }
 
 /// The Vault API's mounts, for [`crate::nexus_api::router`]: any method on
-/// a path under `/v1/secret/`, `/v1/sys/` or `/v1/auth/` (with something
-/// after the prefix), inside Nexus's middleware stack. Claimed by prefix:
-/// their paths are open-ended, and a router's wildcard route would capture
-/// and decode the tail into every request, unused (the handlers parse the
-/// path themselves, see [`VaultRequest::new`]).
-pub(crate) fn prefix_routes(nexus: Nexus) -> Arc<dyn PrefixRoutes> {
-    Arc::new(VaultState {
+/// a path under `/v1/secret/`, `/v1/sys/` or `/v1/auth/`, inside Nexus's
+/// middleware stack. Claimed by prefix: their paths are open-ended, and a
+/// router's wildcard route would capture and decode the tail into every
+/// request, unused (the handlers parse the path themselves, see
+/// [`VaultRequest::new`]).
+pub(crate) fn prefix_routes(nexus: Nexus) -> PrefixRoutes {
+    let state = VaultState {
         nexus,
         tokens: Arc::new(Tokens::default()),
-    })
-}
-
-/// The mounts, each a prefix and its handler.
-const MOUNTS: [(&str, Mount); 3] = [
-    ("/v1/secret/", Mount::Kv),
-    ("/v1/sys/", Mount::Sys),
-    ("/v1/auth/", Mount::Auth),
-];
-
-#[derive(Clone, Copy)]
-enum Mount {
-    Kv,
-    Sys,
-    Auth,
-}
-
-fn mount(path: &str) -> Option<Mount> {
-    MOUNTS
-        .iter()
-        .find(|(prefix, _)| path.strip_prefix(prefix).is_some_and(|t| !t.is_empty()))
-        .map(|&(_, m)| m)
-}
-
-impl PrefixRoutes for VaultState {
-    fn claims(&self, path: &str) -> bool {
-        mount(path).is_some()
-    }
-
-    fn call(&self, req: Request) -> PrefixFuture {
-        let s = self.clone();
-        match mount(req.uri().path()) {
-            Some(Mount::Kv) => Box::pin(kv::handle(s, req)),
-            Some(Mount::Sys) => Box::pin(sys::handle_sys(s, req)),
-            Some(Mount::Auth) => Box::pin(sys::handle_auth(s, req)),
-            // Not claimed: as the router's fallback would answer.
-            None => Box::pin(async { crate::ApiError::not_found().into_response() }),
-        }
-    }
+    };
+    let (kv, sys, auth) = (state.clone(), state.clone(), state);
+    PrefixRoutes::default()
+        .route("/v1/secret/", move |req| kv::handle(kv.clone(), req))
+        .route("/v1/sys/", move |req| sys::handle_sys(sys.clone(), req))
+        .route("/v1/auth/", move |req| sys::handle_auth(auth.clone(), req))
 }
 
 // ---- requests --------------------------------------------------------------
